@@ -1,0 +1,1 @@
+from contain.errors import *  # noqa
