@@ -1,0 +1,98 @@
+/* contain's native core: the system calls that start and join containers.
+ *
+ * No policy lives here: every path, flag and id comes from the caller's
+ * runtime spec.  Everything between clone() and execve() runs in a child
+ * that shares memory with the (possibly threaded) Python process, so that
+ * code only makes raw system calls: no malloc, no stdio, no locks.
+ * Failures travel back as one fixed-size record naming the step. */
+#ifndef CONTAIN_NATIVE_H
+#define CONTAIN_NATIVE_H
+
+#include <stdint.h>
+
+struct ct_error {
+    int err;              /* errno of the failing call, 0 if none */
+    char step[64];        /* what was being done: "mount /proc" */
+    char detail[184];     /* a path or argument, for the message */
+};
+
+enum ct_mount_kind {
+    CT_MOUNT_NEW = 1,     /* a new filesystem (fsopen/fsmount) before pivot_root */
+    CT_MOUNT_BIND = 2,    /* a host path (open_tree) before pivot_root */
+    CT_MOUNT_MKNOD = 3,   /* a device node made inside the new root */
+    CT_MOUNT_SYMLINK = 4, /* a symlink made inside the new root */
+    CT_MOUNT_MASK = 5,    /* hide a path: /dev/null over a file, empty ro tmpfs over a dir */
+    CT_MOUNT_READONLY = 6 /* make an existing path read-only (bind over itself) */
+};
+
+struct ct_mount {
+    int kind;
+    const char *source;   /* BIND: host path; NEW: source name; SYMLINK: link text */
+    const char *target;   /* absolute path inside the container */
+    const char *fstype;   /* NEW: "proc", "tmpfs", "sysfs", "devpts", "mqueue" */
+    const char *options;  /* NEW: "key=value,flag,..." for fsconfig */
+    unsigned int attr;    /* MOUNT_ATTR_* applied to the mount */
+    int recursive;        /* BIND: AT_RECURSIVE */
+    int is_file;          /* BIND/MKNOD: the target is a file, not a dir */
+    unsigned int mode;    /* MKNOD: S_IFCHR|0666 etc. */
+    unsigned long long dev; /* MKNOD: makedev(major, minor) */
+    int fd;               /* internal: the detached mount, -1 when none */
+};
+
+/* What runs: shared by the container's first process and by exec. */
+struct ct_process {
+    const char *const *argv;
+    const char *const *envp;
+    const char *cwd;
+    unsigned int uid, gid;
+    int ngroups;
+    const unsigned int *groups;
+    int set_caps;         /* apply the five sets below */
+    uint64_t cap_bounding, cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+    int no_new_privs;
+    const void *seccomp_filter;  /* struct sock_filter[], or NULL */
+    int seccomp_len;
+    int stdio[3];         /* fds to become 0, 1, 2 (-1: /dev/null is not opened: keep) */
+    int tty;              /* stdio[0] is a pty slave: new session, controlling terminal */
+    int oom_score_adj_set;
+    int oom_score_adj;
+};
+
+struct ct_spec {
+    int clone_flags;      /* CLONE_NEW* for the namespaces to create */
+    int ns_fds[8];        /* namespaces to join instead (setns), -1 terminated */
+    int cgroup_procs[12]; /* open cgroup.procs files to join, -1 terminated */
+    int cgroup_dir_fd;    /* cgroup v2 dir for CLONE_INTO_CGROUP, -1 when not used */
+    const char *uid_map;  /* with CLONE_NEWUSER: written by the parent */
+    const char *gid_map;
+    const char *rootfs;   /* where the root is assembled (a directory) */
+    const char *overlay;  /* overlay options (lowerdir=..,upperdir=..,workdir=..) or NULL */
+    int readonly_root;
+    const char *hostname;
+    struct ct_mount *mounts;
+    int nmounts;
+    struct ct_process proc;
+};
+
+struct ct_child {
+    int pid;
+    int pidfd;
+};
+
+/* Start a container.  Returns 0 when the command is running, 1 when the
+ * container started but its command could not be executed (err names it
+ * and the child has exited 126 or 127), -1 when set-up failed (err names
+ * the step; the child has been reaped). */
+int ct_spawn(struct ct_spec *spec, struct ct_child *out, struct ct_error *err);
+
+/* Run a process inside a running container: join the namespaces of the
+ * process behind target_pidfd (ns_flags: CLONE_NEW* to join) and its
+ * cgroup, then exec.  Same return convention as ct_spawn. */
+int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
+            struct ct_process *proc, struct ct_child *out, struct ct_error *err);
+
+/* Wait for a child: returns its Docker-style exit code (128+signal for a
+ * signal death), or -1 with errno. */
+int ct_wait(int pidfd, int pid, int nohang);
+
+#endif

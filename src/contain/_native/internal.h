@@ -1,0 +1,46 @@
+/* Helpers shared by the C files of the native core; not part of its API. */
+#ifndef CONTAIN_INTERNAL_H
+#define CONTAIN_INTERNAL_H
+
+#include <errno.h>
+#include <stddef.h>
+#include "contain_native.h"
+
+#define CT_MAX_MOUNTS 256
+
+/* Copy without the C library's buffered helpers: safe in the clone child. */
+static inline void ct_copy(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    if (src)
+        for (; src[i] && i + 1 < cap; i++)
+            dst[i] = src[i];
+    dst[i] = 0;
+}
+
+static inline size_t ct_strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+/* Record a failure; returns -1 so callers can `return ct_fail(...)`. */
+static inline int ct_fail(struct ct_error *err, const char *step, const char *detail, int e)
+{
+    err->err = e;
+    ct_copy(err->step, sizeof err->step, step);
+    ct_copy(err->detail, sizeof err->detail, detail ? detail : "");
+    return -1;
+}
+
+int ct_mkdir_p(const char *path, int mode);
+int ct_prepare_mounts(struct ct_spec *spec, int *fds, struct ct_error *err);
+int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err);
+int ct_setup_process(struct ct_process *proc, struct ct_error *err);
+/* Exec proc->argv, searching PATH; only returns on failure (err filled). */
+int ct_exec(struct ct_process *proc, struct ct_error *err);
+void ct_reset_signals(void);
+
+#endif

@@ -1,0 +1,282 @@
+/* Mounts of a new container.  Filesystems and host bind sources are
+ * prepared as detached mounts (fsopen/fsmount, open_tree) while the host's
+ * tree is still reachable, and attached after pivot_root, where every
+ * target path resolves inside the new root: a symlink in the image cannot
+ * point a mount at a host path.  Runs in the clone child: raw calls only. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int sys_fsopen(const char *fs, unsigned int flags)
+{
+    return (int)syscall(SYS_fsopen, fs, flags);
+}
+
+static int sys_fsconfig(int fd, unsigned int cmd, const char *key, const void *value, int aux)
+{
+    return (int)syscall(SYS_fsconfig, fd, cmd, key, value, aux);
+}
+
+static int sys_fsmount(int fd, unsigned int flags, unsigned int attr)
+{
+    return (int)syscall(SYS_fsmount, fd, flags, attr);
+}
+
+static int sys_open_tree(int dfd, const char *path, unsigned int flags)
+{
+    return (int)syscall(SYS_open_tree, dfd, path, flags);
+}
+
+static int sys_move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned int flags)
+{
+    return (int)syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
+}
+
+static int sys_mount_setattr(int dfd, const char *path, unsigned int flags, struct mount_attr *attr)
+{
+    return (int)syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof *attr);
+}
+
+int ct_mkdir_p(const char *path, int mode)
+{
+    char buf[4096];
+    size_t n = ct_strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return -ENAMETOOLONG;
+    ct_copy(buf, sizeof buf, path);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0)
+            continue;
+        char saved = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, (mode_t)mode) < 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = saved;
+    }
+    return 0;
+}
+
+/* The parent directory of an absolute path must exist before a file or
+ * node is made there. */
+static int mkdir_parent(const char *path)
+{
+    char buf[4096];
+    size_t n = ct_strlen(path);
+    if (n >= sizeof buf)
+        return -ENAMETOOLONG;
+    ct_copy(buf, sizeof buf, path);
+    while (n > 0 && buf[n - 1] != '/')
+        n--;
+    if (n <= 1)
+        return 0;
+    buf[n - 1] = 0;
+    return ct_mkdir_p(buf, 0755);
+}
+
+static int make_target(struct ct_mount *m)
+{
+    if (!m->is_file)
+        return ct_mkdir_p(m->target, 0755);
+    int r = mkdir_parent(m->target);
+    if (r < 0)
+        return r;
+    int fd = open(m->target, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 && errno != EEXIST && errno != ELOOP && errno != EISDIR)
+        return -errno;
+    if (fd >= 0)
+        close(fd);
+    return 0;
+}
+
+/* "mode=755,size=65536k,nosuid" -> fsconfig calls, without allocating. */
+static int configure_fs(int fd, const char *options, struct ct_error *err, const char *target)
+{
+    char buf[1024], *key, *p;
+    if (!options || !options[0])
+        return 0;
+    if (ct_strlen(options) >= sizeof buf)
+        return ct_fail(err, "mount options too long", target, E2BIG);
+    ct_copy(buf, sizeof buf, options);
+    p = buf;
+    while (*p) {
+        key = p;
+        while (*p && *p != ',')
+            p++;
+        if (*p)
+            *p++ = 0;
+        if (!key[0])
+            continue;
+        char *value = key;
+        while (*value && *value != '=')
+            value++;
+        int r;
+        if (*value) {
+            *value++ = 0;
+            r = sys_fsconfig(fd, FSCONFIG_SET_STRING, key, value, 0);
+        } else {
+            r = sys_fsconfig(fd, FSCONFIG_SET_FLAG, key, NULL, 0);
+        }
+        if (r < 0)
+            return ct_fail(err, "set mount option", key, errno);
+    }
+    return 0;
+}
+
+static int new_fs(struct ct_mount *m, struct ct_error *err)
+{
+    int fd = sys_fsopen(m->fstype, FSOPEN_CLOEXEC);
+    if (fd < 0)
+        return ct_fail(err, "open filesystem", m->fstype, errno);
+    if (m->source && m->source[0] && sys_fsconfig(fd, FSCONFIG_SET_STRING, "source", m->source, 0) < 0) {
+        ct_fail(err, "set mount source", m->target, errno);
+        close(fd);
+        return -1;
+    }
+    if (configure_fs(fd, m->options, err, m->target) < 0) {
+        close(fd);
+        return -1;
+    }
+    if (sys_fsconfig(fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        ct_fail(err, "create filesystem", m->target, errno);
+        close(fd);
+        return -1;
+    }
+    int mfd = sys_fsmount(fd, FSMOUNT_CLOEXEC, m->attr);
+    int e = errno;
+    close(fd);
+    if (mfd < 0)
+        return ct_fail(err, "mount filesystem", m->target, e);
+    return mfd;
+}
+
+static int detached_bind(const char *source, unsigned int attr, int recursive,
+                         struct ct_error *err, const char *target)
+{
+    unsigned int rec = recursive ? AT_RECURSIVE : 0;
+    int fd = sys_open_tree(AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+    if (fd < 0)
+        return ct_fail(err, "open bind source", source, errno);
+    if (attr) {
+        struct mount_attr ma = {0};
+        ma.attr_set = attr;
+        if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | rec, &ma) < 0) {
+            ct_fail(err, "set bind mount attributes", target, errno);
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+int ct_prepare_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
+{
+    for (int i = 0; i < spec->nmounts; i++) {
+        struct ct_mount *m = &spec->mounts[i];
+        fds[i] = -1;
+        if (m->kind == CT_MOUNT_NEW)
+            fds[i] = new_fs(m, err);
+        else if (m->kind == CT_MOUNT_BIND)
+            fds[i] = detached_bind(m->source, m->attr, m->recursive, err, m->target);
+        else
+            continue;
+        if (fds[i] < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int attach(int fd, struct ct_mount *m, struct ct_error *err)
+{
+    int r = make_target(m);
+    if (r < 0)
+        return ct_fail(err, "create mount point", m->target, -r);
+    if (sys_move_mount(fd, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return ct_fail(err, "attach mount", m->target, errno);
+    close(fd);
+    return 0;
+}
+
+static int mask_path(struct ct_mount *m, struct ct_error *err)
+{
+    struct stat st;
+    if (lstat(m->target, &st) < 0)
+        return errno == ENOENT ? 0 : ct_fail(err, "mask path", m->target, errno);
+    if (S_ISDIR(st.st_mode)) {
+        if (mount("tmpfs", m->target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") < 0)
+            return ct_fail(err, "mask directory", m->target, errno);
+    } else if (mount("/dev/null", m->target, NULL, MS_BIND, NULL) < 0) {
+        return ct_fail(err, "mask file", m->target, errno);
+    }
+    return 0;
+}
+
+static int readonly_path(struct ct_mount *m, struct ct_error *err)
+{
+    int fd = sys_open_tree(AT_FDCWD, m->target, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : ct_fail(err, "open read-only path", m->target, errno);
+    struct mount_attr ma = {0};
+    ma.attr_set = MOUNT_ATTR_RDONLY | m->attr;
+    if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma) < 0) {
+        close(fd);
+        return ct_fail(err, "make path read-only", m->target, errno);
+    }
+    if (sys_move_mount(fd, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+        close(fd);
+        return ct_fail(err, "attach read-only path", m->target, errno);
+    }
+    close(fd);
+    return 0;
+}
+
+int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
+{
+    for (int i = 0; i < spec->nmounts; i++) {
+        struct ct_mount *m = &spec->mounts[i];
+        int r;
+        switch (m->kind) {
+        case CT_MOUNT_NEW:
+        case CT_MOUNT_BIND:
+            if (attach(fds[i], m, err) < 0)
+                return -1;
+            fds[i] = -1;
+            break;
+        case CT_MOUNT_MKNOD:
+            r = mkdir_parent(m->target);
+            if (r < 0)
+                return ct_fail(err, "create device directory", m->target, -r);
+            unlink(m->target);
+            if (mknod(m->target, m->mode, (dev_t)m->dev) < 0)
+                return ct_fail(err, "mknod", m->target, errno);
+            /* mknod honours the umask; the node must have the mode asked for. */
+            if (chmod(m->target, m->mode & 07777) < 0)
+                return ct_fail(err, "chmod device", m->target, errno);
+            break;
+        case CT_MOUNT_SYMLINK:
+            r = mkdir_parent(m->target);
+            if (r < 0)
+                return ct_fail(err, "create symlink directory", m->target, -r);
+            if (symlink(m->source, m->target) < 0 && errno != EEXIST)
+                return ct_fail(err, "symlink", m->target, errno);
+            break;
+        case CT_MOUNT_MASK:
+            if (mask_path(m, err) < 0)
+                return -1;
+            break;
+        case CT_MOUNT_READONLY:
+            if (readonly_path(m, err) < 0)
+                return -1;
+            break;
+        default:
+            return ct_fail(err, "unknown mount kind", m->target, EINVAL);
+        }
+    }
+    return 0;
+}

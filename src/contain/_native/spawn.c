@@ -1,0 +1,405 @@
+/* Starting a container, and joining one.
+ *
+ * The parent (a Python thread, with the GIL released by cffi) clones a
+ * child that shares its memory (CLONE_VM, like posix_spawn) on a private
+ * stack: no page tables are copied, whatever the size of the Python
+ * process.  The child creates or joins namespaces, builds the root,
+ * drops privileges and execs.  A close-on-exec pipe tells the parent when
+ * that happened: EOF means exec or death, and because memory is shared the
+ * child leaves its error record directly in the parent's ct_error. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+
+#define STACK_SIZE (256 * 1024)
+
+struct spawn_ctx {
+    struct ct_spec *spec;
+    struct ct_error *err;
+    int done_w;        /* close-on-exec; EOF at the parent when we exec */
+    int done_r;
+    int go_r;          /* the parent writes a byte here once id maps are set */
+    int go_w;
+    sigset_t mask;     /* the parent's signal mask, restored before exec */
+    /* ct_join */
+    int target_pidfd;
+    int ns_flags;
+    const int *cgroup_procs;
+    struct ct_process *proc;
+    int grandchild_pid;
+    int grandchild_pidfd;
+};
+
+/* Record the failure for the parent and end the child. */
+static void __attribute__((noreturn)) die(struct ct_error *err, const char *step, const char *detail, int e)
+{
+    ct_fail(err, step, detail, e);
+    _exit(125);
+}
+
+static int join_cgroups(const int *fds, struct ct_error *err)
+{
+    for (int i = 0; fds && i < 12 && fds[i] >= 0; i++) {
+        /* "0" is the writing process, whatever pid namespace it is in. */
+        if (write(fds[i], "0", 1) < 0)
+            return ct_fail(err, "join cgroup", NULL, errno);
+    }
+    return 0;
+}
+
+static int finish_and_exec(struct ct_process *proc, struct spawn_ctx *c)
+{
+    if (ct_setup_process(proc, c->err) < 0)
+        return 125;
+    sigprocmask(SIG_SETMASK, &c->mask, NULL);
+    ct_exec(proc, c->err);
+    /* The command could not run: say so on the container's stderr, as
+     * Docker does, and exit with its codes (126 not executable, 127 not
+     * found). */
+    int e = c->err->err;
+    int has_slash = 0;
+    for (const char *p = proc->argv[0]; *p; p++)
+        has_slash |= *p == '/';
+    const char *why = e == ENOENT && has_slash ? ": no such file or directory\n"
+                    : e == ENOENT ? ": executable file not found in $PATH\n"
+                    : e == EACCES ? ": permission denied\n"
+                    : ": cannot execute\n";
+    const char *pre = "exec: ";
+    if (write(2, pre, ct_strlen(pre)) < 0 || write(2, proc->argv[0], ct_strlen(proc->argv[0])) < 0 ||
+        write(2, why, ct_strlen(why)) < 0) {
+        /* stderr is gone: the record in err still tells the parent. */
+    }
+    return (e == ENOENT || e == ENOTDIR) ? 127 : 126;
+}
+
+static int container_child(void *arg)
+{
+    struct spawn_ctx *c = arg;
+    struct ct_spec *s = c->spec;
+    struct ct_error *err = c->err;
+    int fds[CT_MAX_MOUNTS];
+    char b;
+
+    ct_reset_signals();
+    close(c->done_r);
+    if (c->go_r >= 0) {
+        close(c->go_w);
+        if (read(c->go_r, &b, 1) != 1)
+            die(err, "wait for user namespace mappings", NULL, EPIPE);
+        close(c->go_r);
+        if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
+            die(err, "become root in the user namespace", NULL, errno);
+    }
+    if (join_cgroups(s->cgroup_procs, err) < 0)
+        _exit(125);
+    if ((s->clone_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
+        die(err, "create cgroup namespace", NULL, errno);
+    for (int i = 0; i < 8 && s->ns_fds[i] >= 0; i++)
+        if (setns(s->ns_fds[i], 0) < 0)
+            die(err, "join namespace", NULL, errno);
+    if (s->proc.oom_score_adj_set) {
+        char num[16];
+        int v = s->proc.oom_score_adj, n = 0, neg = v < 0;
+        unsigned int u = neg ? (unsigned int)(-v) : (unsigned int)v;
+        char rev[16];
+        int r = 0;
+        do { rev[r++] = (char)('0' + u % 10); u /= 10; } while (u);
+        if (neg) num[n++] = '-';
+        while (r) num[n++] = rev[--r];
+        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, num, (size_t)n) < 0)
+            die(err, "set oom_score_adj", NULL, errno);
+        close(fd);
+    }
+
+    /* Nothing we mount may propagate back to the host. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        die(err, "make mounts private", NULL, errno);
+    if (s->overlay) {
+        if (mount("overlay", s->rootfs, "overlay", 0, s->overlay) < 0)
+            die(err, "mount overlay root", s->rootfs, errno);
+    } else if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
+        die(err, "bind root directory", s->rootfs, errno);
+    }
+    if (s->nmounts > CT_MAX_MOUNTS)
+        die(err, "too many mounts", NULL, E2BIG);
+    if (ct_prepare_mounts(s, fds, err) < 0)
+        _exit(125);
+    if (s->hostname && (s->clone_flags & CLONE_NEWUTS) &&
+        sethostname(s->hostname, ct_strlen(s->hostname)) < 0)
+        die(err, "set hostname", s->hostname, errno);
+
+    if (chdir(s->rootfs) < 0)
+        die(err, "enter root", s->rootfs, errno);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        die(err, "pivot_root", s->rootfs, errno);
+    /* The old root now sits on top of the new one: detach it. */
+    if (umount2(".", MNT_DETACH) < 0)
+        die(err, "detach old root", NULL, errno);
+    if (chdir("/") < 0)
+        die(err, "chdir /", NULL, errno);
+
+    if (ct_attach_mounts(s, fds, err) < 0)
+        _exit(125);
+    if (s->proc.cwd && s->proc.cwd[0] && !s->readonly_root) {
+        int r = ct_mkdir_p(s->proc.cwd, 0755);
+        if (r < 0)
+            die(err, "create working directory", s->proc.cwd, -r);
+    }
+    if (s->readonly_root && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+        die(err, "make root read-only", NULL, errno);
+    _exit(finish_and_exec(&s->proc, c));
+}
+
+static void block_signals(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, old);
+}
+
+/* Read until EOF: the child has exec'd or exited. */
+static void wait_done(int fd)
+{
+    char buf[16];
+    while (1) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n == 0 || (n < 0 && errno != EINTR))
+            return;
+    }
+}
+
+static int write_file(int pid, const char *name, const char *data, struct ct_error *err)
+{
+    char path[64];
+    int n = 0;
+    const char *pre = "/proc/";
+    char num[16], rev[16];
+    int r = 0;
+    unsigned int u = (unsigned int)pid;
+    do { rev[r++] = (char)('0' + u % 10); u /= 10; } while (u);
+    while (*pre) path[n++] = *pre++;
+    while (r) path[n++] = rev[--r];
+    path[n++] = '/';
+    for (const char *p = name; *p; p++) path[n++] = *p;
+    path[n] = 0;
+    (void)num;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ct_fail(err, "open id map", name, errno);
+    ssize_t w = write(fd, data, ct_strlen(data));
+    int e = errno;
+    close(fd);
+    if (w < 0)
+        return ct_fail(err, "write id map", name, e);
+    return 0;
+}
+
+static int is_exec_step(const struct ct_error *err)
+{
+    const char *s = err->step;
+    return s[0] == 'e' && s[1] == 'x' && s[2] == 'e' && s[3] == 'c' && !s[4];
+}
+
+static void reap(int pid)
+{
+    int status;
+    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
+        ;
+}
+
+int ct_spawn(struct ct_spec *spec, struct ct_child *out, struct ct_error *err)
+{
+    struct spawn_ctx c = {0};
+    int done[2], go[2] = {-1, -1};
+    int userns = (spec->clone_flags & CLONE_NEWUSER) != 0;
+    sigset_t old;
+
+    __builtin_memset(err, 0, sizeof *err);
+    out->pid = -1;
+    out->pidfd = -1;
+    if (pipe2(done, O_CLOEXEC) < 0)
+        return ct_fail(err, "create sync pipe", NULL, errno);
+    if (userns && pipe2(go, O_CLOEXEC) < 0) {
+        close(done[0]);
+        close(done[1]);
+        return ct_fail(err, "create sync pipe", NULL, errno);
+    }
+    void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        ct_fail(err, "allocate stack", NULL, errno);
+        goto fail_pipes;
+    }
+    c.spec = spec;
+    c.err = err;
+    c.done_r = done[0];
+    c.done_w = done[1];
+    c.go_r = go[0];
+    c.go_w = go[1];
+    block_signals(&old);
+    c.mask = old;
+    /* The cgroup namespace is made in the child after it joined its
+     * cgroups, so that the cgroup it sees as its root is its own. */
+    int flags = (spec->clone_flags & ~CLONE_NEWCGROUP) | CLONE_VM | CLONE_PIDFD | SIGCHLD;
+    int pidfd = -1;
+    int pid = clone(container_child, (char *)stack + STACK_SIZE, flags, &c, &pidfd);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(done[1]);
+    if (pid < 0) {
+        close(done[0]);
+        if (go[0] >= 0) { close(go[0]); close(go[1]); }
+        munmap(stack, STACK_SIZE);
+        return ct_fail(err, "clone", NULL, clone_errno);
+    }
+    if (userns) {
+        close(go[0]);
+        int ok = (!spec->gid_map || (write_file(pid, "setgroups", "deny", err) == 0 &&
+                                     write_file(pid, "gid_map", spec->gid_map, err) == 0)) &&
+                 (!spec->uid_map || write_file(pid, "uid_map", spec->uid_map, err) == 0);
+        if (ok && write(go[1], "g", 1) != 1)
+            ok = ct_fail(err, "release child", NULL, errno) == 0;
+        close(go[1]);
+        if (!ok) {
+            kill(pid, SIGKILL);
+            wait_done(done[0]);
+            close(done[0]);
+            reap(pid);
+            close(pidfd);
+            munmap(stack, STACK_SIZE);
+            return -1;
+        }
+    }
+    wait_done(done[0]);
+    close(done[0]);
+    munmap(stack, STACK_SIZE);
+    out->pid = pid;
+    out->pidfd = pidfd;
+    if (!err->step[0])
+        return 0;
+    if (is_exec_step(err))
+        return 1;
+    reap(pid);
+    close(pidfd);
+    out->pid = -1;
+    out->pidfd = -1;
+    return -1;
+fail_pipes:
+    close(done[0]);
+    close(done[1]);
+    return -1;
+}
+
+/* ct_join: the first child joins the namespaces (it cannot enter the pid
+ * namespace itself, only its children can), clones the process that will
+ * exec as a child of the caller (CLONE_PARENT), and exits. */
+static int exec_grandchild(void *arg)
+{
+    struct spawn_ctx *c = arg;
+    if (join_cgroups(c->cgroup_procs, c->err) < 0)
+        _exit(125);
+    _exit(finish_and_exec(c->proc, c));
+}
+
+static int join_child(void *arg)
+{
+    struct spawn_ctx *c = arg;
+    /* No close(done_r) here: the fd table is the caller's (CLONE_FILES). */
+    ct_reset_signals();
+    if (setns(c->target_pidfd, c->ns_flags) < 0)
+        die(c->err, "join container namespaces", NULL, errno);
+    /* Our own stack is free again once we exit; the grandchild's sits above it. */
+    char *stack_top = (char *)__builtin_frame_address(0) - 64 * 1024;
+    stack_top = (char *)((unsigned long)stack_top & ~15UL);
+    int pidfd = -1;
+    int pid = clone(exec_grandchild, stack_top, CLONE_VM | CLONE_PARENT | CLONE_PIDFD, c, &pidfd);
+    if (pid < 0)
+        die(c->err, "clone into container", NULL, errno);
+    c->grandchild_pid = pid;
+    c->grandchild_pidfd = pidfd;
+    _exit(0);
+}
+
+int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
+            struct ct_process *proc, struct ct_child *out, struct ct_error *err)
+{
+    struct spawn_ctx c = {0};
+    int done[2];
+    sigset_t old;
+
+    __builtin_memset(err, 0, sizeof *err);
+    out->pid = -1;
+    out->pidfd = -1;
+    if (pipe2(done, O_CLOEXEC) < 0)
+        return ct_fail(err, "create sync pipe", NULL, errno);
+    void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        close(done[0]);
+        close(done[1]);
+        return ct_fail(err, "allocate stack", NULL, errno);
+    }
+    c.err = err;
+    c.done_r = done[0];
+    c.done_w = done[1];
+    c.go_r = c.go_w = -1;
+    c.target_pidfd = target_pidfd;
+    c.ns_flags = ns_flags;
+    c.cgroup_procs = cgroup_procs;
+    c.proc = proc;
+    c.grandchild_pid = -1;
+    c.grandchild_pidfd = -1;
+    /* The process that enters shares our memory until it execs; a
+     * non-dumpable mm keeps /proc/PID/exe and /proc/PID/mem of it out of
+     * the container's reach meanwhile (CVE-2019-5736). */
+    int was_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    block_signals(&old);
+    c.mask = old;
+    /* CLONE_FILES: the grandchild's pidfd lands in our own table. */
+    int pid = clone(join_child, (char *)stack + STACK_SIZE,
+                    CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &c);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        prctl(PR_SET_DUMPABLE, was_dumpable, 0, 0, 0);
+        close(done[0]);
+        close(done[1]);
+        munmap(stack, STACK_SIZE);
+        return ct_fail(err, "clone", NULL, clone_errno);
+    }
+    reap(pid);
+    /* The grandchild holds the only other copy of the write end: EOF once
+     * it has exec'd or died.  Only then are its stack and the shared mm
+     * no longer in use by anything inside the container. */
+    close(done[1]);
+    wait_done(done[0]);
+    close(done[0]);
+    munmap(stack, STACK_SIZE);
+    prctl(PR_SET_DUMPABLE, was_dumpable, 0, 0, 0);
+    if (c.grandchild_pid < 0)
+        return -1;
+    out->pid = c.grandchild_pid;
+    out->pidfd = c.grandchild_pidfd;
+    if (!err->step[0])
+        return 0;
+    if (is_exec_step(err))
+        return 1;
+    reap(out->pid);
+    close(out->pidfd);
+    out->pid = out->pidfd = -1;
+    return -1;
+}

@@ -1,0 +1,296 @@
+"""Carry out a runtime spec through the native core.
+
+This module only translates: attrs spec -> C structs, C error record ->
+RuntimeFailure.  Choosing what goes into the spec is the callers' job.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import attrs
+
+from ..errors import InvalidArgument, RuntimeFailure
+from .defaults import CAPABILITY_NUMBERS, DEV_SYMLINKS
+from .spec import Process, Spec
+
+try:
+    from .._native._contain_native import ffi, lib
+except ImportError as exc:  # pragma: no cover - a broken install
+    raise ImportError(
+        "contain's native core is not built; install contain with pip (it needs gcc "
+        f"and the Python headers): {exc}"
+    ) from exc
+
+CLONE_FLAGS = {
+    "mount": lib.CLONE_NEWNS, "pid": lib.CLONE_NEWPID, "uts": lib.CLONE_NEWUTS,
+    "ipc": lib.CLONE_NEWIPC, "network": lib.CLONE_NEWNET, "cgroup": lib.CLONE_NEWCGROUP,
+    "user": lib.CLONE_NEWUSER,
+}
+
+_ATTR_FLAGS = {
+    "ro": lib.MOUNT_ATTR_RDONLY, "nosuid": lib.MOUNT_ATTR_NOSUID, "nodev": lib.MOUNT_ATTR_NODEV,
+    "noexec": lib.MOUNT_ATTR_NOEXEC, "noatime": lib.MOUNT_ATTR_NOATIME,
+    "strictatime": lib.MOUNT_ATTR_STRICTATIME, "relatime": lib.MOUNT_ATTR_RELATIME,
+}
+_IGNORED_OPTIONS = {"rw", "bind", "rbind", "private", "rprivate", "slave", "rslave", "suid",
+                    "dev", "exec", "atime"}
+
+
+@attrs.frozen
+class Child:
+    pid: int
+    pidfd: int
+    # Set when the process started but its command could not be executed:
+    # it has exited (126/127) and the reason is here, as Docker reports it.
+    exec_error: Optional[RuntimeFailure] = None
+
+
+def _failure(err) -> RuntimeFailure:
+    step = ffi.string(err.step).decode(errors="replace")
+    detail = ffi.string(err.detail).decode(errors="replace")
+    if step == "exec" and err.err == 2 and "/" not in detail:
+        return RuntimeFailure(step, 0, f'"{detail}": executable file not found in $PATH')
+    return RuntimeFailure(step, err.err, detail)
+
+
+def _caps_mask(names: Sequence[str]) -> int:
+    mask = 0
+    for name in names:
+        key = name.upper() if name.upper().startswith("CAP_") else "CAP_" + name.upper()
+        if key not in CAPABILITY_NUMBERS:
+            raise InvalidArgument(f"unknown capability: {name}")
+        mask |= 1 << CAPABILITY_NUMBERS[key]
+    return mask
+
+
+class _Keep:
+    """Holds every cffi allocation alive until the native call returns."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def str(self, value: Optional[str]):
+        if value is None:
+            return ffi.NULL
+        buf = ffi.new("char[]", os.fsencode(value))
+        self.items.append(buf)
+        return buf
+
+    def strv(self, values: Sequence[str]):
+        arr = ffi.new("char *[]", len(values) + 1)
+        for i, v in enumerate(values):
+            arr[i] = self.str(v)
+        arr[len(values)] = ffi.NULL
+        self.items.append(arr)
+        return arr
+
+
+def _fill_process(keep: _Keep, cproc, proc: Process, stdio: Sequence[int]) -> None:
+    cproc.argv = keep.strv(proc.args)
+    cproc.envp = keep.strv(proc.env)
+    cproc.cwd = keep.str(proc.cwd)
+    cproc.uid = proc.user.uid
+    cproc.gid = proc.user.gid
+    groups = ffi.new("unsigned int[]", list(proc.user.additional_gids) or [0])
+    keep.items.append(groups)
+    cproc.ngroups = len(proc.user.additional_gids)
+    cproc.groups = groups
+    caps = proc.capabilities
+    cproc.set_caps = caps is not None
+    if caps is not None:
+        cproc.cap_bounding = _caps_mask(caps.bounding)
+        cproc.cap_effective = _caps_mask(caps.effective)
+        cproc.cap_permitted = _caps_mask(caps.permitted)
+        cproc.cap_inheritable = _caps_mask(caps.inheritable)
+        cproc.cap_ambient = _caps_mask(caps.ambient)
+    cproc.no_new_privs = proc.no_new_privileges
+    cproc.seccomp_filter = ffi.NULL
+    cproc.seccomp_len = 0
+    for i in range(3):
+        cproc.stdio[i] = stdio[i] if i < len(stdio) and stdio[i] is not None else -1
+    cproc.tty = proc.terminal
+    cproc.oom_score_adj_set = proc.oom_score_adj is not None
+    cproc.oom_score_adj = proc.oom_score_adj or 0
+
+
+def _set_seccomp(keep: _Keep, cproc, program: Optional[bytes]) -> None:
+    if not program:
+        return
+    if len(program) % 8:
+        raise InvalidArgument("a seccomp program is a whole number of 8-byte instructions")
+    buf = ffi.new("char[]", program)
+    keep.items.append(buf)
+    cproc.seccomp_filter = buf
+    cproc.seccomp_len = len(program) // 8
+
+
+def _split_options(options: Sequence[str]) -> tuple[int, list[str], bool]:
+    attr, data, recursive = 0, [], False
+    for opt in options:
+        if opt in _ATTR_FLAGS:
+            attr |= _ATTR_FLAGS[opt]
+        elif opt == "rbind":
+            recursive = True
+        elif opt in _IGNORED_OPTIONS:
+            continue
+        else:
+            data.append(opt)
+    return attr, data, recursive
+
+
+def _mounts(keep: _Keep, spec: Spec, userns: bool):
+    entries: list[dict] = []
+    for m in spec.mounts:
+        attr, data, recursive = _split_options(m.options)
+        if m.type == "bind":
+            if not os.path.exists(m.source):
+                raise InvalidArgument(f"bind mount source does not exist: {m.source}")
+            entries.append(dict(kind=lib.CT_MOUNT_BIND, source=m.source, target=m.destination,
+                                attr=attr, recursive=True if "bind" not in m.options else recursive,
+                                is_file=not os.path.isdir(m.source)))
+        else:
+            entries.append(dict(kind=lib.CT_MOUNT_NEW, source=m.source or m.type,
+                                target=m.destination, fstype=m.type, options=",".join(data),
+                                attr=attr))
+    dev_is_tmpfs = any(m.destination == "/dev" and m.type == "tmpfs" for m in spec.mounts)
+    for d in spec.linux.devices:
+        if userns:
+            # A user namespace may not create device nodes: bind the host's.
+            entries.append(dict(kind=lib.CT_MOUNT_BIND, source=d.path, target=d.path, is_file=True))
+        else:
+            kind_bits = 0o020000 if d.type == "c" else 0o060000
+            entries.append(dict(kind=lib.CT_MOUNT_MKNOD, target=d.path,
+                                mode=kind_bits | d.file_mode, dev=os.makedev(d.major, d.minor)))
+    if dev_is_tmpfs:
+        for source, target in DEV_SYMLINKS:
+            entries.append(dict(kind=lib.CT_MOUNT_SYMLINK, source=source, target=target))
+    for path in spec.linux.masked_paths:
+        entries.append(dict(kind=lib.CT_MOUNT_MASK, target=path))
+    for path in spec.linux.readonly_paths:
+        entries.append(dict(kind=lib.CT_MOUNT_READONLY, target=path))
+
+    arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
+    keep.items.append(arr)
+    for i, e in enumerate(entries):
+        cm = arr[i]
+        cm.kind = e["kind"]
+        cm.source = keep.str(e.get("source"))
+        cm.target = keep.str(e["target"])
+        cm.fstype = keep.str(e.get("fstype"))
+        cm.options = keep.str(e.get("options"))
+        cm.attr = e.get("attr", 0)
+        cm.recursive = bool(e.get("recursive", False))
+        cm.is_file = bool(e.get("is_file", False))
+        cm.mode = e.get("mode", 0)
+        cm.dev = e.get("dev", 0)
+        cm.fd = -1
+    return arr, len(entries)
+
+
+def _idmap(mappings) -> Optional[str]:
+    if not mappings:
+        return None
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+
+
+def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
+          cgroup_procs: Sequence[str] = (), join_ns_fds: Sequence[int] = ()) -> Child:
+    """Start the spec's process in new namespaces; returns once it has exec'd.
+
+    Raises RuntimeFailure naming the step when set-up fails (nothing of the
+    child is left).  If only the exec failed, the child has exited 126/127
+    and `Child.exec_error` tells why.
+    """
+    keep = _Keep()
+    cspec = ffi.new("struct ct_spec *")
+    flags = 0
+    for ns in spec.linux.namespaces:
+        if ns.path is None:
+            flags |= CLONE_FLAGS[ns.type]
+    cspec.clone_flags = flags
+    userns = bool(flags & lib.CLONE_NEWUSER)
+    if len(join_ns_fds) > 7:
+        raise InvalidArgument("too many namespaces to join")
+    for i, fd in enumerate(join_ns_fds):
+        cspec.ns_fds[i] = fd
+    cspec.ns_fds[len(join_ns_fds)] = -1
+    if len(cgroup_procs) > 11:
+        raise InvalidArgument("too many cgroup hierarchies")
+    cg_fds: list[int] = []
+    try:
+        for path in cgroup_procs:
+            cg_fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        for i, fd in enumerate(cg_fds):
+            cspec.cgroup_procs[i] = fd
+        cspec.cgroup_procs[len(cg_fds)] = -1
+        cspec.cgroup_dir_fd = -1
+        cspec.uid_map = keep.str(_idmap(spec.linux.uid_mappings))
+        cspec.gid_map = keep.str(_idmap(spec.linux.gid_mappings))
+        cspec.rootfs = keep.str(spec.root.path)
+        root = spec.root
+        if root.lowerdirs:
+            if root.upperdir:
+                opts = (f"lowerdir={':'.join(root.lowerdirs)},upperdir={root.upperdir},"
+                        f"workdir={root.workdir},volatile")
+            else:
+                opts = f"lowerdir={':'.join(root.lowerdirs)}"
+                if len(root.lowerdirs) == 1:
+                    # overlay wants two lowers when there is no upper layer.
+                    opts = f"lowerdir={root.lowerdirs[0]}:{root.lowerdirs[0]}"
+            if len(opts) > 4000:
+                raise InvalidArgument(f"too many image layers for one overlay mount ({len(root.lowerdirs)})")
+            cspec.overlay = keep.str(opts)
+        else:
+            cspec.overlay = ffi.NULL
+        cspec.readonly_root = root.readonly
+        cspec.hostname = keep.str(spec.hostname or None)
+        cspec.mounts, cspec.nmounts = _mounts(keep, spec, userns)
+        _fill_process(keep, cspec.proc, spec.process, [s if s is not None else -1 for s in stdio])
+        _set_seccomp(keep, cspec.proc, spec.linux.seccomp)
+        child = ffi.new("struct ct_child *")
+        err = ffi.new("struct ct_error *")
+        rc = lib.ct_spawn(cspec, child, err)
+    finally:
+        for fd in cg_fds:
+            os.close(fd)
+    if rc < 0:
+        raise _failure(err)
+    return Child(child.pid, child.pidfd, _failure(err) if rc == 1 else None)
+
+
+def join(pidfd: int, process: Process, *, namespaces: Sequence[str],
+         stdio: Sequence[Optional[int]] = (None, None, None), cgroup_procs: Sequence[str] = (),
+         seccomp: Optional[bytes] = None) -> Child:
+    """Run `process` inside the namespaces and cgroups of a running one."""
+    keep = _Keep()
+    flags = 0
+    for kind in namespaces:
+        flags |= CLONE_FLAGS[kind]
+    cproc = ffi.new("struct ct_process *")
+    _fill_process(keep, cproc, process, [s if s is not None else -1 for s in stdio])
+    _set_seccomp(keep, cproc, seccomp)
+    cg_fds: list[int] = []
+    try:
+        for path in cgroup_procs:
+            cg_fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        fds = ffi.new("int[]", cg_fds + [-1])
+        child = ffi.new("struct ct_child *")
+        err = ffi.new("struct ct_error *")
+        rc = lib.ct_join(pidfd, flags, fds, cproc, child, err)
+    finally:
+        for fd in cg_fds:
+            os.close(fd)
+    if rc < 0:
+        raise _failure(err)
+    return Child(child.pid, child.pidfd, _failure(err) if rc == 1 else None)
+
+
+def exit_code(status_info) -> int:
+    """Docker's exit code from an os.waitid() result: 128+signal for a signal."""
+    import os as _os
+
+    if status_info.si_code == _os.CLD_EXITED:
+        return status_info.si_status
+    return 128 + status_info.si_status
