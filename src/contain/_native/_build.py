@@ -63,6 +63,7 @@ struct ct_spec {
     const char *overlay;
     int readonly_root;
     const char *hostname;
+    int loopback_up;
     struct ct_mount *mounts;
     int nmounts;
     struct ct_process proc;
@@ -71,9 +72,19 @@ struct ct_spec {
 struct ct_child {
     int pid;
     int pidfd;
+    int monitor_pid;
+    int monitor_pidfd;
 };
 
-int ct_spawn(struct ct_spec *spec, struct ct_child *out, struct ct_error *err);
+struct ct_monitor {
+    const char *path;
+    const char *const *argv;
+    const char *const *envp;
+    int fds[8];
+    int nfds;
+};
+
+int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err);
 int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
             struct ct_process *proc, struct ct_child *out, struct ct_error *err);
 

@@ -69,21 +69,35 @@ struct ct_spec {
     const char *overlay;  /* overlay options (lowerdir=..,upperdir=..,workdir=..) or NULL */
     int readonly_root;
     const char *hostname;
+    int loopback_up;      /* bring up lo in the (new) network namespace */
     struct ct_mount *mounts;
     int nmounts;
     struct ct_process proc;
 };
 
 struct ct_child {
-    int pid;
-    int pidfd;
+    int pid;              /* the container's first process, as the host sees it */
+    int pidfd;            /* for it, or -1 when a monitor is its parent */
+    int monitor_pid;      /* the monitor's pid, or -1 */
+    int monitor_pidfd;    /* and a pidfd for it: readable once it has exited */
 };
 
-/* Start a container.  Returns 0 when the command is running, 1 when the
+/* A small program that becomes the container's parent: it holds the
+ * container's pidfd on fd 3 and the fds listed here on 4, 5, ... */
+struct ct_monitor {
+    const char *path;
+    const char *const *argv;  /* an entry "{pid}" becomes the container's pid */
+    const char *const *envp;
+    int fds[8];
+    int nfds;
+};
+
+/* Start a container, as a child of the caller (mon NULL) or of a monitor
+ * that outlives the caller (started in a new session).  Returns 0 when the command is running, 1 when the
  * container started but its command could not be executed (err names it
  * and the child has exited 126 or 127), -1 when set-up failed (err names
  * the step; the child has been reaped). */
-int ct_spawn(struct ct_spec *spec, struct ct_child *out, struct ct_error *err);
+int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err);
 
 /* Run a process inside a running container: join the namespaces of the
  * process behind target_pidfd (ns_flags: CLONE_NEW* to join) and its
@@ -91,8 +105,5 @@ int ct_spawn(struct ct_spec *spec, struct ct_child *out, struct ct_error *err);
 int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
             struct ct_process *proc, struct ct_child *out, struct ct_error *err);
 
-/* Wait for a child: returns its Docker-style exit code (128+signal for a
- * signal death), or -1 with errno. */
-int ct_wait(int pidfd, int pid, int nohang);
 
 #endif

@@ -9,6 +9,9 @@
  * child leaves its error record directly in the parent's ct_error. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -27,6 +30,10 @@
 
 #define STACK_SIZE (256 * 1024)
 
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
 struct spawn_ctx {
     struct ct_spec *spec;
     struct ct_error *err;
@@ -42,6 +49,11 @@ struct spawn_ctx {
     struct ct_process *proc;
     int grandchild_pid;
     int grandchild_pidfd;
+    /* monitored start */
+    struct ct_monitor *mon;
+    char *stack_c, *stack_m;
+    int child_pid, monitor_pid, monitor_pidfd;
+    char pidbuf[16];
 };
 
 /* Record the failure for the parent and end the child. */
@@ -86,6 +98,28 @@ static int finish_and_exec(struct ct_process *proc, struct spawn_ctx *c)
     return (e == ENOENT || e == ENOTDIR) ? 127 : 126;
 }
 
+static int loopback_up(struct ct_error *err)
+{
+    struct ifreq ifr;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return ct_fail(err, "open socket for lo", NULL, errno);
+    __builtin_memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_name[0] = 'l';
+    ifr.ifr_name[1] = 'o';
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+        close(fd);
+        return ct_fail(err, "read lo flags", NULL, errno);
+    }
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) {
+        close(fd);
+        return ct_fail(err, "bring lo up", NULL, errno);
+    }
+    close(fd);
+    return 0;
+}
+
 static int container_child(void *arg)
 {
     struct spawn_ctx *c = arg;
@@ -111,6 +145,8 @@ static int container_child(void *arg)
     for (int i = 0; i < 8 && s->ns_fds[i] >= 0; i++)
         if (setns(s->ns_fds[i], 0) < 0)
             die(err, "join namespace", NULL, errno);
+    if (s->loopback_up && loopback_up(err) < 0)
+        _exit(125);
     if (s->proc.oom_score_adj_set) {
         char num[16];
         int v = s->proc.oom_score_adj, n = 0, neg = v < 0;
@@ -188,7 +224,7 @@ static int write_file(int pid, const char *name, const char *data, struct ct_err
     char path[64];
     int n = 0;
     const char *pre = "/proc/";
-    char num[16], rev[16];
+    char rev[16];
     int r = 0;
     unsigned int u = (unsigned int)pid;
     do { rev[r++] = (char)('0' + u % 10); u /= 10; } while (u);
@@ -197,7 +233,6 @@ static int write_file(int pid, const char *name, const char *data, struct ct_err
     path[n++] = '/';
     for (const char *p = name; *p; p++) path[n++] = *p;
     path[n] = 0;
-    (void)num;
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return ct_fail(err, "open id map", name, errno);
@@ -222,16 +257,111 @@ static void reap(int pid)
         ;
 }
 
-int ct_spawn(struct ct_spec *spec, struct ct_child *out, struct ct_error *err)
+/* Write the child's id maps, then let it go on.  Runs in whichever process
+ * is the child's parent (the caller, or the monitor-to-be). */
+static int map_and_release(struct spawn_ctx *c, int pid)
+{
+    struct ct_spec *s = c->spec;
+    close(c->go_r);
+    int ok = (!s->gid_map || (write_file(pid, "setgroups", "deny", c->err) == 0 &&
+                              write_file(pid, "gid_map", s->gid_map, c->err) == 0)) &&
+             (!s->uid_map || write_file(pid, "uid_map", s->uid_map, c->err) == 0);
+    if (ok && write(c->go_w, "g", 1) != 1)
+        ok = ct_fail(c->err, "release child", NULL, errno) == 0;
+    close(c->go_w);
+    return ok ? 0 : -1;
+}
+
+static int clone_flags_for(struct ct_spec *spec)
+{
+    /* The cgroup namespace is made in the child after it joined its
+     * cgroups, so that the cgroup it sees as its root is its own. */
+    return (spec->clone_flags & ~CLONE_NEWCGROUP) | CLONE_VM | CLONE_PIDFD | SIGCHLD;
+}
+
+static void format_uint(char *buf, unsigned int u)
+{
+    char rev[16];
+    int r = 0, n = 0;
+    do { rev[r++] = (char)('0' + u % 10); u /= 10; } while (u);
+    while (r) buf[n++] = rev[--r];
+    buf[n] = 0;
+}
+
+/* The monitor-to-be: parent of the container, then exec'd as the monitor. */
+static int monitor_child(void *arg)
+{
+    struct spawn_ctx *c = arg;
+    struct ct_monitor *mon = c->mon;
+    const char *argv[34];
+    int moved[9];
+    int pidfd = -1;
+
+    ct_reset_signals();
+    close(c->done_r);
+    /* A session of its own: a Ctrl-C meant for the caller does not reach it. */
+    setsid();
+    int pid = clone(container_child, c->stack_c, clone_flags_for(c->spec), c, &pidfd);
+    if (pid < 0)
+        die(c->err, "clone", NULL, errno);
+    c->child_pid = pid;
+    if (c->go_r >= 0 && map_and_release(c, pid) < 0) {
+        kill(pid, SIGKILL);
+        _exit(125);
+    }
+    /* Hand over: the container's pidfd on 3, the caller's fds on 4, 5, ... */
+    moved[0] = fcntl(pidfd, F_DUPFD_CLOEXEC, 64);
+    for (int i = 0; i < mon->nfds && i < 8; i++)
+        moved[i + 1] = fcntl(mon->fds[i], F_DUPFD_CLOEXEC, 64);
+    for (int i = 0; i <= mon->nfds && i < 9; i++) {
+        if (moved[i] < 0 || dup2(moved[i], 3 + i) < 0) {
+            kill(pid, SIGKILL);
+            die(c->err, "hand descriptors to the monitor", NULL, errno);
+        }
+    }
+    syscall(SYS_close_range, 4U + (unsigned)mon->nfds, ~0U, CLOSE_RANGE_CLOEXEC);
+    format_uint(c->pidbuf, (unsigned)pid);
+    int n = 0;
+    for (; mon->argv[n] && n < 33; n++) {
+        const char *a = mon->argv[n];
+        argv[n] = (a[0] == '{' && a[1] == 'p' && a[2] == 'i' && a[3] == 'd' && a[4] == '}' && !a[5])
+                  ? c->pidbuf : a;
+    }
+    argv[n] = NULL;
+    if (chdir("/") < 0) {
+        /* not fatal: the monitor only uses absolute paths */
+    }
+    sigprocmask(SIG_SETMASK, &c->mask, NULL);
+    execve(mon->path, (char *const *)argv, (char *const *)mon->envp);
+    kill(pid, SIGKILL);
+    die(c->err, "exec monitor", mon->path, errno);
+}
+
+/* Launched with CLONE_VFORK: starts the monitor-to-be and exits at once, so
+ * that the monitor is not the caller's child and outlives it. */
+static int launcher_child(void *arg)
+{
+    struct spawn_ctx *c = arg;
+    /* We share the caller's fd table (CLONE_FILES): the pidfd is theirs. */
+    int pidfd = -1;
+    int pid = clone(monitor_child, c->stack_m, CLONE_VM | CLONE_PIDFD | SIGCHLD, c, &pidfd);
+    if (pid < 0)
+        die(c->err, "clone monitor", NULL, errno);
+    c->monitor_pid = pid;
+    c->monitor_pidfd = pidfd;
+    _exit(0);
+}
+
+int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err)
 {
     struct spawn_ctx c = {0};
     int done[2], go[2] = {-1, -1};
     int userns = (spec->clone_flags & CLONE_NEWUSER) != 0;
     sigset_t old;
+    int pid, pidfd = -1, clone_errno;
 
     __builtin_memset(err, 0, sizeof *err);
-    out->pid = -1;
-    out->pidfd = -1;
+    out->pid = out->pidfd = out->monitor_pid = out->monitor_pidfd = -1;
     if (pipe2(done, O_CLOEXEC) < 0)
         return ct_fail(err, "create sync pipe", NULL, errno);
     if (userns && pipe2(go, O_CLOEXEC) < 0) {
@@ -239,68 +369,75 @@ int ct_spawn(struct ct_spec *spec, struct ct_child *out, struct ct_error *err)
         close(done[1]);
         return ct_fail(err, "create sync pipe", NULL, errno);
     }
-    void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    size_t stacks = (mon ? 3 : 1) * STACK_SIZE;
+    char *stack = mmap(NULL, stacks, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
         ct_fail(err, "allocate stack", NULL, errno);
-        goto fail_pipes;
+        close(done[0]);
+        close(done[1]);
+        if (go[0] >= 0) { close(go[0]); close(go[1]); }
+        return -1;
     }
     c.spec = spec;
     c.err = err;
+    c.mon = mon;
     c.done_r = done[0];
     c.done_w = done[1];
     c.go_r = go[0];
     c.go_w = go[1];
+    c.child_pid = c.monitor_pid = c.monitor_pidfd = -1;
+    c.stack_c = stack + STACK_SIZE;
+    c.stack_m = stack + 2 * STACK_SIZE;
     block_signals(&old);
     c.mask = old;
-    /* The cgroup namespace is made in the child after it joined its
-     * cgroups, so that the cgroup it sees as its root is its own. */
-    int flags = (spec->clone_flags & ~CLONE_NEWCGROUP) | CLONE_VM | CLONE_PIDFD | SIGCHLD;
-    int pidfd = -1;
-    int pid = clone(container_child, (char *)stack + STACK_SIZE, flags, &c, &pidfd);
-    int clone_errno = errno;
+    if (mon)
+        pid = clone(launcher_child, stack + 3 * STACK_SIZE, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &c);
+    else
+        pid = clone(container_child, c.stack_c, clone_flags_for(spec), &c, &pidfd);
+    clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(done[1]);
     if (pid < 0) {
         close(done[0]);
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
-        munmap(stack, STACK_SIZE);
+        munmap(stack, stacks);
         return ct_fail(err, "clone", NULL, clone_errno);
     }
-    if (userns) {
-        close(go[0]);
-        int ok = (!spec->gid_map || (write_file(pid, "setgroups", "deny", err) == 0 &&
-                                     write_file(pid, "gid_map", spec->gid_map, err) == 0)) &&
-                 (!spec->uid_map || write_file(pid, "uid_map", spec->uid_map, err) == 0);
-        if (ok && write(go[1], "g", 1) != 1)
-            ok = ct_fail(err, "release child", NULL, errno) == 0;
-        close(go[1]);
-        if (!ok) {
-            kill(pid, SIGKILL);
-            wait_done(done[0]);
-            close(done[0]);
-            reap(pid);
-            close(pidfd);
-            munmap(stack, STACK_SIZE);
-            return -1;
-        }
+    if (mon) {
+        reap(pid);  /* the launcher; the monitor-to-be owns the go pipe now */
+        if (go[0] >= 0) { close(go[0]); close(go[1]); }
+    } else if (userns && map_and_release(&c, pid) < 0) {
+        kill(pid, SIGKILL);
+        wait_done(done[0]);
+        close(done[0]);
+        reap(pid);
+        close(pidfd);
+        munmap(stack, stacks);
+        return -1;
     }
+    /* EOF once every copy of the write end is gone: the container and the
+     * monitor have exec'd or died, and no stack is in use any more. */
     wait_done(done[0]);
     close(done[0]);
-    munmap(stack, STACK_SIZE);
+    munmap(stack, stacks);
+    if (mon) {
+        pid = c.child_pid;
+        out->monitor_pid = c.monitor_pid;
+        out->monitor_pidfd = c.monitor_pidfd;
+    }
     out->pid = pid;
     out->pidfd = pidfd;
-    if (!err->step[0])
+    if (!err->step[0] && pid > 0)
         return 0;
+    if (!err->step[0])
+        ct_fail(err, "start container", NULL, ECHILD);
     if (is_exec_step(err))
         return 1;
-    reap(pid);
-    close(pidfd);
-    out->pid = -1;
-    out->pidfd = -1;
-    return -1;
-fail_pipes:
-    close(done[0]);
-    close(done[1]);
+    if (!mon)
+        reap(pid);
+    if (pidfd >= 0)
+        close(pidfd);
+    out->pid = out->pidfd = -1;
     return -1;
 }
 

@@ -207,7 +207,7 @@ class Resources:
         swap = _alias("memswap_limit", memswap_limit, "memory_swap", memory_swap, parse_size)
         reservation = _alias("mem_reservation", mem_reservation,
                              "memory_reservation", memory_reservation, parse_size)
-        nano = _alias("nano_cpus", nano_cpus, "cpus", cpus, _nano_cpus)
+        nano = _alias("nano_cpus", nano_cpus, "cpus", cpus, _check_nano, _nano_cpus)
         mem = mem or None
         swap = swap or None
         reservation = reservation or None
@@ -239,9 +239,9 @@ class Resources:
                    cpuset_mems=cpuset_mems or None)
 
 
-def _alias(name: str, value, alias: str, alias_value, convert):
+def _alias(name: str, value, alias: str, alias_value, convert, convert_alias=None):
     first = None if value is None else convert(value)
-    second = None if alias_value is None else convert(alias_value)
+    second = None if alias_value is None else (convert_alias or convert)(alias_value)
     if first is not None and second is not None and first != second:
         raise InvalidArgument(f"{name}={value!r} and {alias}={alias_value!r} disagree; pass one")
     return first if first is not None else second
@@ -263,6 +263,12 @@ def parse_size(value: int | str) -> int:
             number, unit = match.group(1), match.group(2).lower()
             return int(Decimal(number) * _UNITS[unit])
     raise InvalidArgument(f"invalid size {value!r}: use bytes or a number with k, m, g, t or p")
+
+
+def _check_nano(value: int) -> int:
+    if not _is_int(value):
+        raise InvalidArgument(f"nano_cpus must be an integer (CPUs x 1e9), not {value!r}")
+    return value
 
 
 def _nano_cpus(value: float | int | str) -> int:
@@ -968,7 +974,10 @@ class CgroupManager:
                     self._mounts[controller] = layout.v1[controller]
             if systemd and SYSTEMD in layout.v1:
                 self._mounts[SYSTEMD] = layout.v1[SYSTEMD]
-            if track_unified and layout.mode == "hybrid" and layout.v2:
+            # Tracking is a convenience: skip it where the v2 tree is read-only (a
+            # container's /sys/fs/cgroup) rather than failing every create.
+            if (track_unified and layout.mode == "hybrid" and layout.v2
+                    and os.access(layout.v2, os.W_OK)):
                 self._mounts[UNIFIED] = layout.v2
 
     @classmethod

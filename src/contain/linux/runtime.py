@@ -38,13 +38,28 @@ _IGNORED_OPTIONS = {"rw", "bind", "rbind", "private", "rprivate", "slave", "rsla
                     "dev", "exec", "atime"}
 
 
+MONITOR_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "_native", "contain-monitor")
+
+
+@attrs.frozen
+class Monitor:
+    """A program to become the container's parent (see _native/monitor.c)."""
+
+    argv: Sequence[str]  # an entry "{pid}" becomes the container's pid
+    fds: Sequence[int] = ()  # handed over as fds 4, 5, ... (3 is the container's pidfd)
+    path: str = MONITOR_PATH
+
+
 @attrs.frozen
 class Child:
     pid: int
-    pidfd: int
+    pidfd: int  # -1 when a monitor is the parent
     # Set when the process started but its command could not be executed:
     # it has exited (126/127) and the reason is here, as Docker reports it.
     exec_error: Optional[RuntimeFailure] = None
+    monitor_pid: int = -1
+    monitor_pidfd: int = -1
 
 
 def _failure(err) -> RuntimeFailure:
@@ -196,7 +211,8 @@ def _idmap(mappings) -> Optional[str]:
 
 
 def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
-          cgroup_procs: Sequence[str] = (), join_ns_fds: Sequence[int] = ()) -> Child:
+          cgroup_procs: Sequence[str] = (), join_ns_fds: Sequence[int] = (),
+          monitor: Optional[Monitor] = None) -> Child:
     """Start the spec's process in new namespaces; returns once it has exec'd.
 
     Raises RuntimeFailure naming the step when set-up fails (nothing of the
@@ -246,18 +262,34 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
             cspec.overlay = ffi.NULL
         cspec.readonly_root = root.readonly
         cspec.hostname = keep.str(spec.hostname or None)
+        net = spec.namespace("network")
+        cspec.loopback_up = net is not None and net.path is None
         cspec.mounts, cspec.nmounts = _mounts(keep, spec, userns)
         _fill_process(keep, cspec.proc, spec.process, [s if s is not None else -1 for s in stdio])
         _set_seccomp(keep, cspec.proc, spec.linux.seccomp)
+        cmon = ffi.NULL
+        if monitor is not None:
+            if len(monitor.fds) > 8:
+                raise InvalidArgument("a monitor takes at most 8 descriptors")
+            cmon = ffi.new("struct ct_monitor *")
+            cmon.path = keep.str(monitor.path)
+            cmon.argv = keep.strv([monitor.path, *monitor.argv])
+            cmon.envp = keep.strv([])
+            for i, fd in enumerate(monitor.fds):
+                cmon.fds[i] = fd
+            cmon.nfds = len(monitor.fds)
         child = ffi.new("struct ct_child *")
         err = ffi.new("struct ct_error *")
-        rc = lib.ct_spawn(cspec, child, err)
+        rc = lib.ct_spawn(cspec, cmon, child, err)
     finally:
         for fd in cg_fds:
             os.close(fd)
     if rc < 0:
+        if child.monitor_pidfd >= 0:
+            os.close(child.monitor_pidfd)
         raise _failure(err)
-    return Child(child.pid, child.pidfd, _failure(err) if rc == 1 else None)
+    return Child(child.pid, child.pidfd, _failure(err) if rc == 1 else None,
+                 child.monitor_pid, child.monitor_pidfd)
 
 
 def join(pidfd: int, process: Process, *, namespaces: Sequence[str],

@@ -139,8 +139,10 @@ def login(registry: str, username: str, password: str, *, config_path: PathArg =
         auths = config["auths"] = {}
     key = _find_entry(auths, registry) or config_key(registry)
     token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    entry = auths.get(key) if isinstance(auths.get(key), dict) else {}
-    entry = {k: v for k, v in entry.items() if k not in ("username", "password")}
+    old = auths.get(key)
+    # Keep other fields Docker may have put there (e.g. "email"), not stale plain ones.
+    entry = {k: v for k, v in (old if isinstance(old, dict) else {}).items()
+             if k not in ("username", "password")}
     entry["auth"] = token
     auths[key] = entry
     _write(path, config)

@@ -93,13 +93,12 @@ class Reference:
                 "not a repository name"
             )
 
-        remainder, at, digest = text.partition("@")
+        remainder, at, digest_text = text.partition("@")
+        digest: Optional[str] = None
         if at:
-            if "@" in digest:
+            if "@" in digest_text:
                 raise InvalidReference(f"invalid reference {text!r}: more than one '@'")
-            validate_digest(digest, text=text)
-        else:
-            digest = None
+            digest = validate_digest(digest_text, text=text)
 
         # A tag follows the last ':' after the last '/', so "host:5000/x" has no tag.
         tag: Optional[str] = None

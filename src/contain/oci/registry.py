@@ -20,7 +20,6 @@ import json
 import os
 import random
 import re
-import socket
 import ssl
 import tempfile
 import threading
@@ -56,7 +55,14 @@ _COPY_BLOCK = 256 * 1024
 
 Credentials = tuple[str, str]
 Progress = Callable[[int, Optional[int]], None]
-Body = Union[bytes, IO[bytes], None]
+
+
+class Readable(Protocol):
+    def read(self, amount: int = ..., /) -> bytes: ...
+
+
+# A body is bytes or anything read()-able (streamed); seekable ones can be sent again.
+Body = Union[bytes, IO[bytes], Readable, None]
 
 
 # --------------------------------------------------------------------------- messages
@@ -90,17 +96,21 @@ class Response:
         self.body = body
 
     def header(self, name: str) -> Optional[str]:
-        return self.headers.get(name)
+        value = self.headers.get(name)
+        return None if value is None else str(value)
 
     def header_all(self, name: str) -> list[str]:
         if hasattr(self.headers, "get_all"):
             return list(self.headers.get_all(name) or [])
         value = self.headers.get(name)
-        return [value] if value is not None else []
+        return [str(value)] if value is not None else []
 
     def read(self, amount: int = -1) -> bytes:
+        """Up to `amount` bytes of the body (all with -1); b"" at its end."""
+        data: bytes
         if self.body is not None:
-            data, self.body = (self.body, b"") if amount < 0 else (self.body[:amount], self.body[amount:])
+            split = len(self.body) if amount < 0 else amount
+            data, self.body = self.body[:split], self.body[split:]
             return data
         if self._raw is None:
             return b""
@@ -168,7 +178,6 @@ class Challenge:
     params: Mapping[str, str] = attrs.field(factory=dict)
 
 
-_TOKEN68 = r"[A-Za-z0-9._~+/-]+=*"
 _CHALLENGE_PART = re.compile(
     r"""\s*(?:
         (?P<key>[!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<plain>[^\s,]*))
@@ -522,7 +531,8 @@ class Platform:
 def select_platform(index: Mapping[str, Any], platform: Platform) -> Optional[Mapping[str, Any]]:
     """The index entry for `platform`: exact variant first, else (when `platform` names no
     variant) the first entry of the same os/architecture."""
-    fallback = None
+    fallback: Optional[Mapping[str, Any]] = None
+    entry: Mapping[str, Any]
     for entry in index.get("manifests") or []:
         spec = entry.get("platform") or {}
         if not isinstance(spec, Mapping):
@@ -691,7 +701,9 @@ class RegistryClient:
             response.discard()
 
         redirects = 0
-        while follow_redirects and response.status in (301, 302, 303, 307, 308):
+        # Only reads are redirected (blobs to storage); a body would not be sent again.
+        while (follow_redirects and method in ("GET", "HEAD")
+               and response.status in (301, 302, 303, 307, 308)):
             location = response.header("Location")
             if not location or redirects >= _MAX_REDIRECTS:
                 break
@@ -753,11 +765,15 @@ class RegistryClient:
         if platform is None or not manifest.is_index:
             return manifest
         wanted = Platform.parse(platform)
-        entry = select_platform(manifest.json(), wanted)
+        try:
+            index = manifest.json()
+            entry = select_platform(index, wanted)
+        except (ValueError, AttributeError, TypeError):
+            raise RegistryError(f"{repo}:{reference}: malformed index") from None
         if entry is None:
             available = ", ".join(
                 str(Platform.of(str(p.get("os")), str(p.get("architecture")), p.get("variant")))
-                for p in (e.get("platform") or {} for e in manifest.json().get("manifests") or [])
+                for p in (e.get("platform") or {} for e in index.get("manifests") or [])
                 if p) or "none"
             raise RegistryError(f"{repo}:{reference}: no manifest for platform {wanted} "
                                 f"(available: {available})")
@@ -1063,11 +1079,13 @@ class RegistryClient:
 
 
 def _next_link(response: Response, current: str) -> Optional[str]:
+    """The rel="next" URL of a Link header (RFC 8288), relative to the current page."""
     for value in response.header_all("Link"):
         for part in value.split(","):
             match = re.match(r'\s*<([^>]*)>\s*;(.*)', part)
             if match and re.search(r'rel="?next"?', match.group(2)):
-                return urllib.parse.urljoin(current, match.group(1))
+                target: str = match.group(1)
+                return urllib.parse.urljoin(current, target)
     return None
 
 

@@ -19,7 +19,7 @@ import fcntl
 import os
 import threading
 import time
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Set
 
 from ..errors import Conflict
 
@@ -42,13 +42,24 @@ class _PathState:
 
 _registry: Dict[str, _PathState] = {}
 _registry_lock = threading.Lock()
+_held_fds: Set[int] = set()  # descriptors carrying a flock, exclusive or shared
+_generation = 0  # bumped in a forked child: descriptors of older generations are gone
 
 
 def _reset_after_fork() -> None:
-    # A forked child has only the forking thread; locks held by other threads of the
-    # parent would never be released, and the child does not hold the parent's flocks
-    # in any meaningful way, so it starts with a clean registry.
-    global _registry, _registry_lock
+    # A forked child shares the parent's open file descriptions, and with them the
+    # parent's flocks: if the child kept those descriptors, the parent's lock would stay
+    # held until the child exited. The child holds none of the parent's locks, so it
+    # closes them and starts with a clean registry (threading locks owned by threads
+    # that do not exist in the child would otherwise never be released).
+    global _registry, _registry_lock, _held_fds, _generation
+    for fd in _held_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_fds = set()
+    _generation += 1
     _registry = {}
     _registry_lock = threading.Lock()
 
@@ -62,6 +73,14 @@ def _state(path: str) -> _PathState:
         if state is None:
             state = _registry[path] = _PathState()
         return state
+
+
+def _release(fd: int, generation: int) -> None:
+    # Only close what this process still owns: after a fork the child already closed the
+    # inherited descriptor and its number may since belong to something else.
+    if generation == _generation:
+        _held_fds.discard(fd)
+        os.close(fd)
 
 
 def _open(path: str) -> int:
@@ -124,9 +143,11 @@ class FileLock:
         if not state.mutex.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             raise LockTimeout(f"timed out waiting for lock {self.path}")
         fd = -1
+        generation = _generation
         try:
             fd = _open(self.path)
             _flock(fd, fcntl.LOCK_EX, deadline, self.path)
+            _held_fds.add(fd)
             state.owner, state.depth, state.fd = me, 1, fd
         except BaseException:
             if fd >= 0:
@@ -137,7 +158,7 @@ class FileLock:
             yield
         finally:
             state.owner, state.depth, state.fd = None, 0, -1
-            os.close(fd)  # closing the last descriptor drops the flock
+            _release(fd, generation)  # closing the last descriptor drops the flock
             state.mutex.release()
 
     @contextlib.contextmanager
@@ -150,9 +171,11 @@ class FileLock:
         deadline = None if timeout is None else time.monotonic() + timeout
         # Shared holders in different threads each get their own open file description;
         # flock lets them coexist and makes them wait for any exclusive holder.
+        generation = _generation
         fd = _open(self.path)
         try:
             _flock(fd, fcntl.LOCK_SH, deadline, self.path)
+            _held_fds.add(fd)
             yield
         finally:
-            os.close(fd)
+            _release(fd, generation)

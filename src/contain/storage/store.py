@@ -64,7 +64,6 @@ from ..errors import (
     ImageNotFound,
     InvalidArgument,
     InvalidReference,
-    LayerError,
     NotFound,
 )
 from ..oci import mediatypes as mt
@@ -156,6 +155,8 @@ class ImageRecord:
 
     ``repo_tags`` and ``repo_digests`` are in Docker's familiar spelling
     ("busybox:latest", "busybox@sha256:..."), as ``docker inspect`` shows them.
+    ``created`` is when the image entered this store; ``config.created`` is when it
+    was built.
     """
 
     id: str
@@ -180,17 +181,6 @@ class ImageRecord:
     def size(self) -> int:
         """Sum of the layer blob sizes (as distributed, usually compressed)."""
         return sum(layer.size for layer in self.layers)
-
-    def _to_file(self) -> Dict[str, Any]:
-        return {
-            "id": self.id,
-            "manifest_digest": self.manifest_digest,
-            "manifest_media_type": self.manifest_media_type,
-            "config_digest": self.config_digest,
-            "layers": [layer.to_dict() for layer in self.layers],
-            "repo_digests": list(self.repo_digests),
-            "created": self.created,
-        }
 
 
 class _HashingReader(io.RawIOBase):
@@ -284,6 +274,7 @@ class BlobWriter:
                 raise DigestMismatch(
                     f"{digest}: content has {self.size} bytes, expected {self._expected_size}")
             target = self._store.blob_path(digest)
+            os.chmod(self._tmp, 0o444)  # blobs are immutable; a stray writer gets EACCES
             # Content addressing makes a concurrent writer of the same blob harmless: both
             # renames put identical bytes under the same name.
             os.rename(self._tmp, target)
@@ -652,10 +643,10 @@ class Store:
 
     def resolve(self, text: str) -> ImageRecord:
         """Find an image by "name[:tag]", "name@digest", full id, hex id or id prefix (≥4)."""
-        return self._resolve(text)[0]
+        return self.lookup(text)[0]
 
-    def _resolve(self, text: str) -> Tuple[ImageRecord, Optional[str]]:
-        """(record, the full tag it was found by, or None when found by id/digest)."""
+    def lookup(self, text: str) -> Tuple[ImageRecord, Optional[str]]:
+        """Like :meth:`resolve`; also the full tag it matched (None for id/digest matches)."""
         if not isinstance(text, str) or not text:
             raise InvalidArgument(f"invalid image reference {text!r}")
         tags = self._read_tags()
@@ -722,7 +713,7 @@ class Store:
             ids = set(in_use)
             used = ids.__contains__
         with self._meta_lock.exclusive():
-            record, by_tag = self._resolve(image)
+            record, by_tag = self.lookup(image)
             tags = self._read_tags()
             mine = sorted(name for name, target in tags.items() if target == record.id)
             if by_tag is not None and len(mine) > 1:
@@ -775,6 +766,8 @@ class Store:
             blobs_root = os.path.join(self.root, "blobs")
             for algorithm in os.listdir(blobs_root):
                 directory = os.path.join(blobs_root, algorithm)
+                if algorithm not in _ALGORITHMS or not os.path.isdir(directory):
+                    continue
                 for hex_digest in os.listdir(directory):
                     if f"{algorithm}:{hex_digest}" in blobs:
                         continue

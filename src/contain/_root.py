@@ -1,0 +1,67 @@
+"""Where contain keeps its state, and the per-root services built on it.
+
+One root holds the image store, containers, volumes and networks:
+/var/lib/contain for root, $XDG_DATA_HOME/contain otherwise; CONTAIN_ROOT or
+an explicit `root=` argument chooses another, so tests and notebooks can
+keep independent stores.  Several processes may share a root.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional, Union
+
+from .storage.store import Store
+
+_lock = threading.Lock()
+_roots: dict[str, "Root"] = {}
+
+
+def default_root() -> str:
+    env = os.environ.get("CONTAIN_ROOT")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/lib/contain"
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "contain")
+
+
+class Root:
+    """Paths and lazily made services of one state root."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.containers = os.path.join(path, "containers")
+        self.names = os.path.join(path, "names")
+        self.volumes = os.path.join(path, "volumes")
+        for d in (path, self.containers, self.names, self.volumes):
+            os.makedirs(d, mode=0o711, exist_ok=True)
+        self.store = Store(path)
+        self._cgroups = None
+
+    @property
+    def cgroups(self):
+        if self._cgroups is None:
+            from .linux.cgroups import CgroupManager
+
+            self._cgroups = CgroupManager.for_host()
+        return self._cgroups
+
+    def container_dir(self, cid: str) -> str:
+        return os.path.join(self.containers, cid)
+
+
+def get_root(root: Union[None, str, os.PathLike, Root] = None) -> Root:
+    if isinstance(root, Root):
+        return root
+    path = os.path.abspath(os.fspath(root) if root is not None else default_root())
+    with _lock:
+        r = _roots.get(path)
+        if r is None:
+            r = _roots[path] = Root(path)
+        return r
+
+
+RootArg = Optional[Union[str, "os.PathLike[str]", Root]]

@@ -1,0 +1,979 @@
+"""Containers: create, start, wait, logs, exec, stop, kill, remove.
+
+A container lives in <root>/containers/<id>/: its record (state.json,
+shaped like `docker inspect`), the writable layer (upper/, work/), the log
+(container.log, written by its monitor) and the monitor's exit file.  The
+record is the truth shared by every process using the root; the monitor, a
+small C program that is the container's parent, records how it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import fcntl
+import json
+import os
+import select
+import shutil
+import signal as _signal
+import struct
+import subprocess
+import threading
+import time
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+import attrs
+
+from . import _names, _timefmt
+from ._root import Root, RootArg, get_root
+from .errors import (
+    Conflict,
+    ContainError,
+    ContainerNotFound,
+    InvalidArgument,
+    NotFound,
+    RuntimeFailure,
+)
+from .image import Image
+from .linux import defaults
+from .linux.cgroups import Resources
+from .linux.runtime import Monitor, join, spawn
+from .linux.spec import Capabilities, Linux, Mount, Namespace, Process, Root as SpecRoot, Spec, User
+from .linux.users import resolve_user
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_RECORD = struct.Struct("=QIBBH")  # see _native/monitor.c
+STDOUT, STDERR = 1, 2
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _proc_start_time(pid: int) -> Optional[int]:
+    """The kernel's start time of pid (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+def _open_pidfd(pid: int, start: Optional[int]) -> Optional[int]:
+    """A pidfd for pid if it is still the process that was recorded."""
+    if not pid or pid <= 0:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return None
+    # Checked after opening: once we hold the pidfd the pid cannot be reused.
+    if start is not None and _proc_start_time(pid) != start:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _signal_number(sig: Union[int, str, None]) -> int:
+    if sig is None:
+        return _signal.SIGKILL
+    if isinstance(sig, int):
+        return sig
+    text = sig.upper()
+    if text.isdigit():
+        return int(text)
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(getattr(_signal.Signals, text))
+    except AttributeError:
+        raise InvalidArgument(f"invalid signal: {sig}") from None
+
+
+def _parse_volumes(volumes, root: Root) -> list[Mount]:
+    """docker-py's forms: {"/host": {"bind": "/c", "mode": "ro"}}, ["/host:/c:ro"]."""
+    mounts: list[Mount] = []
+    if not volumes:
+        return mounts
+    items: list[tuple[str, str, str]] = []
+    if isinstance(volumes, Mapping):
+        for src, v in volumes.items():
+            if isinstance(v, str):
+                items.append((src, v, "rw"))
+            else:
+                items.append((src, v["bind"], v.get("mode", "rw")))
+    else:
+        for text in volumes:
+            parts = text.split(":")
+            if len(parts) == 1:
+                raise InvalidArgument(f"anonymous volumes are not supported yet: {text}")
+            if len(parts) > 3:
+                raise InvalidArgument(f"invalid volume specification: {text}")
+            items.append((parts[0], parts[1], parts[2] if len(parts) == 3 else "rw"))
+    for src, dst, mode in items:
+        if not dst.startswith("/"):
+            raise InvalidArgument(f"invalid volume destination (must be absolute): {dst}")
+        modes = set(mode.split(","))
+        if not modes <= {"ro", "rw", "z", "Z", "rprivate", "private", "nocopy"}:
+            raise InvalidArgument(f"invalid volume mode: {mode}")
+        if not src.startswith("/"):
+            _names.check_name(src)
+            src = os.path.join(root.volumes, src, "_data")
+            os.makedirs(src, exist_ok=True)
+        elif not os.path.exists(src):
+            # Docker creates a missing host directory for a bind.
+            os.makedirs(src, exist_ok=True)
+        options = ["rbind", "ro" if "ro" in modes else "rw"]
+        mounts.append(Mount(dst, "bind", os.path.realpath(src), options))
+    return mounts
+
+
+def _parse_tmpfs(tmpfs) -> list[Mount]:
+    if not tmpfs:
+        return []
+    items = tmpfs.items() if isinstance(tmpfs, Mapping) else (
+        (t.split(":", 1) + [""])[:2] for t in tmpfs)
+    mounts = []
+    for dst, opts in items:
+        if not dst.startswith("/"):
+            raise InvalidArgument(f"invalid tmpfs destination (must be absolute): {dst}")
+        options = ["nosuid", "nodev", "noexec"] + [o for o in (opts or "").split(",") if o]
+        if not any(o.startswith("mode=") for o in options):
+            options.append("mode=1777")
+        mounts.append(Mount(dst, "tmpfs", "tmpfs", options))
+    return mounts
+
+
+def _merge_env(base: Sequence[str], extra) -> list[str]:
+    env: dict[str, str] = {}
+    for item in base:
+        k, _, v = item.partition("=")
+        env[k] = v
+    if isinstance(extra, Mapping):
+        pairs = [(str(k), None if v is None else str(v)) for k, v in extra.items()]
+    else:
+        pairs = []
+        for item in extra or ():
+            k, sep, v = item.partition("=")
+            pairs.append((k, v if sep else os.environ.get(k)))
+    for k, v in pairs:
+        if not k or "\0" in k or (v is not None and "\0" in v):
+            raise InvalidArgument(f"invalid environment variable: {k!r}")
+        if v is not None:
+            env[k] = v
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _as_list(cmd) -> Optional[list[str]]:
+    if cmd is None:
+        return None
+    if isinstance(cmd, str):
+        import shlex
+
+        return shlex.split(cmd)
+    return [str(c) for c in cmd]
+
+
+@attrs.frozen
+class LogLine:
+    stream: int  # 1 stdout, 2 stderr
+    time_ns: int
+    data: bytes
+
+
+def read_log(path: str, offset: int = 0) -> tuple[list[LogLine], int]:
+    """Whole records from `offset`; returns them and the offset after the last."""
+    lines: list[LogLine] = []
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return lines, offset
+    pos = 0
+    while pos + _RECORD.size <= len(data):
+        ts, length, stream, _flags, _ = _RECORD.unpack_from(data, pos)
+        end = pos + _RECORD.size + length
+        if end > len(data):
+            break
+        lines.append(LogLine(stream, ts, data[pos + _RECORD.size:end]))
+        pos = end
+    return lines, offset + pos
+
+
+@attrs.frozen
+class ExecResult:
+    exit_code: int
+    output: Any
+
+
+class ExecProcess:
+    """A process run inside a container, used like subprocess.Popen."""
+
+    def __init__(self, pid: int, pidfd: int, stdin, stdout, stderr) -> None:
+        self.pid = pid
+        self._pidfd = pidfd
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+            if info is not None and info.si_pid:
+                self._finish(info)
+        return self.returncode
+
+    def _finish(self, info) -> None:
+        self.returncode = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+        os.close(self._pidfd)
+        self._pidfd = -1
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if self.returncode is None:
+            ready, _, _ = select.select([self._pidfd], [], [], timeout)
+            if not ready:
+                raise subprocess.TimeoutExpired("exec", timeout)
+            self._finish(os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED))
+        assert self.returncode is not None
+        return self.returncode
+
+    def communicate(self, input: Optional[bytes] = None, timeout: Optional[float] = None):
+        out, err = [], []
+        threads = []
+        for f, acc in ((self.stdout, out), (self.stderr, err)):
+            if f is not None:
+                t = threading.Thread(target=lambda f=f, acc=acc: acc.append(f.read()), daemon=True)
+                t.start()
+                threads.append(t)
+        if self.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                if input:
+                    self.stdin.write(input)
+                self.stdin.close()
+        for t in threads:
+            t.join(timeout)
+        self.wait(timeout)
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        return (out[0] if out else None), (err[0] if err else None)
+
+    def kill(self, sig: int = _signal.SIGKILL) -> None:
+        if self.returncode is None and self._pidfd >= 0:
+            _signal.pidfd_send_signal(self._pidfd, sig)
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", -1) >= 0:
+            with contextlib.suppress(Exception):
+                self.wait()
+
+
+@attrs.define(eq=False, repr=False)
+class Container:
+    """A handle on one container; any process can make one with `get`."""
+
+    id: str
+    _root: Root = attrs.field(alias="root")
+    _monitor_pidfd: int = attrs.field(default=-1, alias="monitor_pidfd")
+
+    def __repr__(self) -> str:
+        return f"<Container: {self.short_id} {self.name}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Container) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def _dir(self) -> str:
+        return self._root.container_dir(self.id)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self._dir, name)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            fd = os.open(self._path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise ContainerNotFound(f"No such container: {self.id}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _load(self) -> dict:
+        try:
+            with open(self._path("state.json")) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise ContainerNotFound(f"No such container: {self.id}") from None
+
+    def _save(self, state: dict) -> None:
+        _write_json(self._path("state.json"), state)
+
+    # ------------------------------------------------------------- discovery
+    @classmethod
+    def get(cls, id_or_name: str, *, root: RootArg = None) -> "Container":
+        """Find a container by full id, unique id prefix or name."""
+        r = get_root(root)
+        key = id_or_name.lstrip("/")
+        cid = _names.lookup(r.names, key) if key else None
+        if cid and os.path.isdir(r.container_dir(cid)):
+            return cls(cid, r)
+        if key and all(c in "0123456789abcdef" for c in key):
+            matches = [c for c in os.listdir(r.containers) if c.startswith(key)]
+            if len(matches) == 1:
+                return cls(matches[0], r)
+            if len(matches) > 1:
+                raise InvalidArgument(f"multiple containers match the prefix {id_or_name!r}")
+        raise ContainerNotFound(f"No such container: {id_or_name}")
+
+    @classmethod
+    def list(cls, all: bool = False, *, root: RootArg = None) -> list["Container"]:
+        """Running containers (all=True: every one), newest first."""
+        r = get_root(root)
+        found = []
+        for cid in os.listdir(r.containers):
+            c = cls(cid, r)
+            try:
+                state = c._refresh()
+            except ContainerNotFound:
+                continue
+            if all or state["State"]["Running"]:
+                found.append((state["Created"], c))
+        found.sort(key=lambda t: t[0], reverse=True)
+        return [c for _, c in found]
+
+    # ---------------------------------------------------------- attributes
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def name(self) -> str:
+        return self._load()["Name"].lstrip("/")
+
+    @property
+    def attrs(self) -> dict:
+        return self.inspect()
+
+    def inspect(self) -> dict:
+        """The record, shaped like `docker inspect`."""
+        return self._refresh()
+
+    @property
+    def status(self) -> str:
+        """created, running, paused, exited (as Docker's State.Status)."""
+        return self._refresh()["State"]["Status"]
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        st = self._refresh()["State"]
+        return None if st["Running"] or st["Status"] == "created" else st["ExitCode"]
+
+    @property
+    def pid(self) -> int:
+        return self._refresh()["State"]["Pid"]
+
+    @property
+    def image(self) -> Image:
+        return Image.get(self._load()["Image"], root=self._root)
+
+    @property
+    def labels(self) -> dict:
+        return dict(self._load()["Config"].get("Labels") or {})
+
+    def status_text(self) -> str:
+        """Docker's STATUS column: "Up 6 minutes", "Exited (137) 2 minutes ago"."""
+        st = self._refresh()["State"]
+        now = time.time()
+        if st["Status"] == "running":
+            return "Up " + _timefmt.human_duration(now - _timefmt.parse(st["StartedAt"]))
+        if st["Status"] == "paused":
+            return "Up " + _timefmt.human_duration(now - _timefmt.parse(st["StartedAt"])) + " (Paused)"
+        if st["Status"] == "exited":
+            ago = _timefmt.human_duration(now - _timefmt.parse(st["FinishedAt"]))
+            return f"Exited ({st['ExitCode']}) {ago} ago"
+        return "Created"
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, image: Union[str, Image], command=None, *, root: RootArg = None,
+               name: Optional[str] = None, environment=None, env=None, entrypoint=None,
+               working_dir: Optional[str] = None, workdir: Optional[str] = None,
+               user: Optional[str] = None, hostname: Optional[str] = None,
+               mem_limit=None, memory=None, memswap_limit=None, mem_reservation=None,
+               nano_cpus=None, cpus=None, cpu_shares=None, cpu_quota=None, cpu_period=None,
+               cpuset_cpus=None, pids_limit=None, volumes=None, read_only: bool = False,
+               tmpfs=None, network: Optional[str] = None, network_mode: Optional[str] = None,
+               labels: Optional[Mapping[str, str]] = None, auto_remove: bool = False,
+               cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (), privileged: bool = False,
+               tty: bool = False, stdin_open: bool = False, stop_signal: Optional[str] = None,
+               shm_size=None, oom_score_adj: Optional[int] = None) -> "Container":
+        """Create a container from an image (docker-py's parameter names;
+        env=, workdir=, memory="512m" and cpus=1.5 are accepted too)."""
+        r = get_root(root)
+        img = image if isinstance(image, Image) else Image.get(image, root=r)
+        cfg = img.config
+        if environment is not None and env is not None:
+            raise InvalidArgument("give environment= or env=, not both")
+        if working_dir is not None and workdir is not None:
+            raise InvalidArgument("give working_dir= or workdir=, not both")
+        resources = Resources.from_docker(
+            mem_limit=mem_limit, memory=memory, memswap_limit=memswap_limit,
+            mem_reservation=mem_reservation, nano_cpus=nano_cpus, cpus=cpus,
+            cpu_shares=cpu_shares, cpu_quota=cpu_quota, cpu_period=cpu_period,
+            cpuset_cpus=cpuset_cpus, pids_limit=pids_limit)
+        net = network_mode or network or "none"
+        if net not in ("none", "host"):
+            raise InvalidArgument(f"network {net!r}: only 'none' and 'host' are available so far")
+        caps = _capabilities(cap_add, cap_drop, privileged)
+        ep = _as_list(entrypoint)
+        cmd = _as_list(command)
+        if ep is not None:
+            entry, args = ep, (cmd or [])
+        else:
+            entry, args = list(cfg.entrypoint or []), (cmd if cmd is not None else list(cfg.cmd or []))
+        argv = entry + args
+        if not argv:
+            raise InvalidArgument("no command specified (the image has no Cmd or Entrypoint)")
+        r_mounts = _parse_volumes(volumes, r) + _parse_tmpfs(tmpfs)
+        shm = shm_size
+        if shm is not None:
+            from .linux.cgroups import parse_size
+
+            shm = parse_size(shm)
+
+        cid = _names.new_id()
+        cdir = r.container_dir(cid)
+        if name is not None:
+            name = _names.check_name(name)
+            _names.claim(r.names, name, cid)
+        else:
+            name = _names.claim_generated(r.names, cid)
+        try:
+            os.makedirs(cdir, mode=0o700)
+            for sub in ("upper", "work", "merged"):
+                os.mkdir(os.path.join(cdir, sub), 0o755)
+            state = {
+                "Id": cid,
+                "Created": _timefmt.now(),
+                "Path": argv[0],
+                "Args": argv[1:],
+                "State": {"Status": "created", "Running": False, "Paused": False,
+                          "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": 0,
+                          "ExitCode": 0, "Error": "", "StartedAt": _timefmt.ZERO,
+                          "FinishedAt": _timefmt.ZERO},
+                "Image": img.id,
+                "Name": "/" + name,
+                "RestartCount": 0,
+                "Config": {
+                    "Hostname": hostname or cid[:12],
+                    "User": user if user is not None else (cfg.user or ""),
+                    "Tty": tty,
+                    "OpenStdin": stdin_open,
+                    "Env": _merge_env(cfg.env or [f"PATH={DEFAULT_PATH}"],
+                                      environment if environment is not None else env),
+                    "Cmd": args if ep is not None or cmd is not None else list(cfg.cmd or []),
+                    "Entrypoint": entry or None,
+                    "WorkingDir": (working_dir if working_dir is not None else workdir) or cfg.working_dir or "",
+                    "Labels": {**(cfg.labels or {}), **dict(labels or {})},
+                    "Image": image if isinstance(image, str) else (img.tags[0] if img.tags else img.id),
+                    "StopSignal": stop_signal or cfg.stop_signal or "SIGTERM",
+                },
+                "HostConfig": {
+                    "Binds": [f"{m.source}:{m.destination}:{'ro' if 'ro' in m.options else 'rw'}"
+                              for m in r_mounts if m.type == "bind"],
+                    "Tmpfs": {m.destination: ",".join(m.options) for m in r_mounts if m.type == "tmpfs"},
+                    "ReadonlyRootfs": bool(read_only),
+                    "AutoRemove": bool(auto_remove),
+                    "NetworkMode": net,
+                    "Privileged": bool(privileged),
+                    "CapAdd": list(cap_add),
+                    "CapDrop": list(cap_drop),
+                    "Memory": resources.memory or 0,
+                    "MemorySwap": resources.memory_swap or 0,
+                    "MemoryReservation": resources.memory_reservation or 0,
+                    "NanoCpus": 0 if resources.cpu_quota is None else
+                    int(resources.cpu_quota * 1e9 / (resources.cpu_period or 100000)),
+                    "CpuShares": resources.cpu_shares or 0,
+                    "CpuQuota": resources.cpu_quota or 0,
+                    "CpuPeriod": resources.cpu_period or 0,
+                    "CpusetCpus": resources.cpuset_cpus or "",
+                    "PidsLimit": resources.pids_limit,
+                    "ShmSize": shm or 64 * 1024 * 1024,
+                    "OomScoreAdj": oom_score_adj or 0,
+                },
+                "Mounts": [{"Type": "bind", "Source": m.source, "Destination": m.destination,
+                            "RW": "ro" not in m.options} for m in r_mounts if m.type == "bind"],
+                "NetworkSettings": {"Networks": {}, "IPAddress": "", "Ports": {}},
+                "_contain": {"mounts": [attrs.asdict(m) for m in r_mounts],
+                             "resources": attrs.asdict(resources), "capabilities": caps},
+            }
+            _write_json(os.path.join(cdir, "state.json"), state)
+        except BaseException:
+            shutil.rmtree(cdir, ignore_errors=True)
+            _names.release(r.names, name, cid)
+            raise
+        return cls(cid, r)
+
+    @classmethod
+    def run(cls, image: Union[str, Image], command=None, **options) -> "Container":
+        """Create and start a container; returns its handle at once (the
+        command runs on; use wait(), logs(), stop()).  Used as a context
+        manager, the container is removed when the block ends."""
+        c = cls.create(image, command, **options)
+        try:
+            c.start()
+        except BaseException:
+            with contextlib.suppress(ContainError):
+                c.remove(force=True)
+            raise
+        return c
+
+    # --------------------------------------------------------------- start
+    def _spec(self, state: dict) -> Spec:
+        cfg, host = state["Config"], state["HostConfig"]
+        extra = state["_contain"]
+        lowers = self._root.store.lowerdirs(state["Image"])
+        who = resolve_user(cfg["User"], [self._path("upper")] + lowers)
+        env = cfg["Env"]
+        if not any(e.startswith("HOME=") for e in env):
+            env = env + [f"HOME={who.home}"]
+        if not any(e.startswith("HOSTNAME=") for e in env):
+            env = [f"HOSTNAME={cfg['Hostname']}"] + env
+        if not any(e.startswith("PATH=") for e in env):
+            env = [f"PATH={DEFAULT_PATH}"] + env
+        caps = extra["capabilities"]
+        process = Process(
+            args=[state["Path"], *state["Args"]], env=env, cwd=cfg["WorkingDir"] or "/",
+            user=User(who.uid, who.gid, list(who.additional_gids)), terminal=cfg["Tty"],
+            capabilities=defaults.capabilities_for(who.uid, caps),
+            no_new_privileges=not host["Privileged"],
+            oom_score_adj=host.get("OomScoreAdj") or None,
+        )
+        namespaces = [Namespace(n) for n in ("mount", "pid", "uts", "ipc", "cgroup")]
+        if host["NetworkMode"] != "host":
+            namespaces.append(Namespace("network"))
+        mounts = defaults.default_mounts(shm_size=host["ShmSize"])
+        if host["NetworkMode"] == "host":
+            # sysfs of a network namespace we do not own cannot be mounted anew.
+            mounts = [m if m.destination != "/sys" else Mount("/sys", "bind", "/sys", ["rbind", "ro", "nosuid", "noexec", "nodev"])
+                      for m in mounts]
+        mounts += [Mount(**m) for m in extra["mounts"]]
+        return Spec(
+            process=process,
+            root=SpecRoot(self._path("merged"), readonly=host["ReadonlyRootfs"], lowerdirs=lowers,
+                          upperdir=self._path("upper"), workdir=self._path("work")),
+            hostname=cfg["Hostname"],
+            mounts=mounts,
+            linux=Linux(namespaces=namespaces, devices=list(defaults.DEVICES),
+                        masked_paths=[] if host["Privileged"] else list(defaults.MASKED_PATHS),
+                        readonly_paths=[] if host["Privileged"] else list(defaults.READONLY_PATHS)),
+        )
+
+    def start(self) -> None:
+        """Start the container (again, after it exited: same writable layer,
+        logs appended)."""
+        with self._locked():
+            state = self._refresh_locked()
+            if state["State"]["Running"]:
+                return
+            self._start_locked(state)
+
+    def _start_locked(self, state: dict) -> None:
+        spec = self._spec(state)
+        # An overlay mounted with "volatile" refuses the same workdir until
+        # this marker, left by the previous clean unmount, is gone.
+        shutil.rmtree(self._path("work/work/incompat"), ignore_errors=True)
+        for name in ("exit", "exit.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(name))
+        resources = Resources(**state["_contain"]["resources"])
+        manager = self._root.cgroups
+        with contextlib.suppress(NotFound):
+            manager.open(self.id).remove()
+        cgroup = manager.create(self.id, resources)
+        fds: list[int] = []
+        try:
+            devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(devnull)
+            if state["Config"]["Tty"]:
+                master, slave = os.openpty()
+                fds += [master, slave]
+                stdio = (slave, slave, slave)
+                streams = [master]
+            else:
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                fds += [out_r, out_w, err_r, err_w]
+                stdio = (devnull, out_w, err_w)
+                streams = [out_r, err_r]
+            child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(),
+                          monitor=Monitor([self._dir, str(len(streams))], streams))
+        except BaseException as exc:
+            with contextlib.suppress(ContainError):
+                cgroup.remove()
+            if isinstance(exc, RuntimeFailure):
+                st = state["State"]
+                st.update(Status="exited" if st["StartedAt"] != _timefmt.ZERO else "created",
+                          Running=False, ExitCode=125, Error=str(exc))
+                self._save(state)
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if self._monitor_pidfd >= 0:
+            os.close(self._monitor_pidfd)
+        self._monitor_pidfd = child.monitor_pidfd
+        st = state["State"]
+        st.update(Status="running", Running=True, Paused=False, Pid=child.pid,
+                  ExitCode=0, Error=str(child.exec_error or ""), OOMKilled=False,
+                  StartedAt=_timefmt.now(), FinishedAt=_timefmt.ZERO)
+        state["_contain"]["pid_start"] = _proc_start_time(child.pid)
+        state["_contain"]["monitor_pid"] = child.monitor_pid
+        state["_contain"]["monitor_start"] = _proc_start_time(child.monitor_pid)
+        self._save(state)
+
+    # ----------------------------------------------------------- lifecycle
+    def _refresh(self) -> dict:
+        state = self._load()
+        if not state["State"]["Running"]:
+            return state
+        with self._locked():
+            return self._refresh_locked()
+
+    def _monitor_alive(self, state: dict) -> bool:
+        extra = state["_contain"]
+        fd = _open_pidfd(extra.get("monitor_pid", 0), extra.get("monitor_start"))
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def _refresh_locked(self) -> dict:
+        """Fold what the monitor recorded into the record (once)."""
+        state = self._load()
+        st = state["State"]
+        if not st["Running"]:
+            return state
+        try:
+            with open(self._path("exit")) as f:
+                code_text, finished_ns = f.read().split()
+            code, finished = int(code_text), _timefmt.rfc3339(int(finished_ns))
+        except FileNotFoundError:
+            if self._monitor_alive(state):
+                return state
+            # The monitor died without a word: the exit status is lost, but
+            # the container must not show as running forever.
+            extra = state["_contain"]
+            fd = _open_pidfd(st["Pid"], extra.get("pid_start"))
+            if fd is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    _signal.pidfd_send_signal(fd, _signal.SIGKILL)
+                select.select([fd], [], [], 5)
+                os.close(fd)
+            code, finished = 255, _timefmt.now()
+            st["Error"] = "the container's monitor died; its exit status is unknown"
+        self._finish(state, code, finished)
+        return state
+
+    def _finish(self, state: dict, code: int, finished: str) -> None:
+        st = state["State"]
+        oom = False
+        with contextlib.suppress(NotFound):
+            cg = self._root.cgroups.open(self.id)
+            with contextlib.suppress(ContainError, OSError):
+                oom = bool(cg.stats().oom_kills)
+            cg.remove()
+        st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,
+                  FinishedAt=finished, OOMKilled=oom)
+        self._save(state)
+        if state["HostConfig"].get("AutoRemove"):
+            self._remove_files(state)
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Block until the container exits; returns its exit code."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                state = self._refresh()
+            except ContainerNotFound:
+                if self._last_exit is not None:
+                    return self._last_exit
+                raise
+            st = state["State"]
+            if not st["Running"]:
+                if st["Status"] == "created":
+                    raise Conflict(f"container {self.short_id} is not running")
+                return st["ExitCode"]
+            extra = state["_contain"]
+            fd = self._monitor_pidfd
+            own = False
+            if fd < 0:
+                opened = _open_pidfd(extra.get("monitor_pid", 0), extra.get("monitor_start"))
+                fd, own = (opened if opened is not None else -1), True
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if fd >= 0:
+                try:
+                    ready, _, _ = select.select([fd], [], [], remaining)
+                finally:
+                    if own:
+                        os.close(fd)
+                if not ready:
+                    raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
+                if fd == self._monitor_pidfd:
+                    os.close(fd)
+                    self._monitor_pidfd = -1
+            elif remaining == 0:
+                raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
+
+    _last_exit: Optional[int] = None
+
+    def kill(self, signal: Union[int, str, None] = "SIGKILL") -> None:
+        """Send a signal to the container's main process."""
+        sig = _signal_number(signal)
+        state = self._refresh()
+        if not state["State"]["Running"]:
+            raise Conflict(f"container {self.short_id} is not running")
+        fd = _open_pidfd(state["State"]["Pid"], state["_contain"].get("pid_start"))
+        if fd is None:
+            return
+        try:
+            _signal.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+
+    def stop(self, timeout: float = 10) -> None:
+        """The stop signal (SIGTERM by default), then SIGKILL after timeout."""
+        state = self._refresh()
+        if not state["State"]["Running"]:
+            return
+        with contextlib.suppress(Conflict):
+            self.kill(state["Config"].get("StopSignal") or "SIGTERM")
+        try:
+            self.wait(timeout=timeout)
+            return
+        except TimeoutError:
+            pass
+        with contextlib.suppress(Conflict):
+            self.kill("SIGKILL")
+        self.wait()
+
+    def restart(self, timeout: float = 10) -> None:
+        self.stop(timeout)
+        self.start()
+
+    def remove(self, force: bool = False, v: bool = False) -> None:
+        """Remove the container (force=True kills it first if running)."""
+        try:
+            state = self._refresh()
+        except ContainerNotFound:
+            return
+        if state["State"]["Running"]:
+            if not force:
+                raise Conflict(f"You cannot remove a running container {self.id}. "
+                               "Stop the container before attempting removal or force remove")
+            with contextlib.suppress(Conflict):
+                self.kill("SIGKILL")
+            self.wait()
+        with self._locked():
+            with contextlib.suppress(ContainerNotFound):
+                self._remove_files(self._load())
+
+    def _remove_files(self, state: dict) -> None:
+        with contextlib.suppress(NotFound):
+            self._root.cgroups.open(self.id).remove()
+        if state["State"]["Status"] == "exited":
+            self._last_exit = state["State"]["ExitCode"]
+        _names.release(self._root.names, state["Name"].lstrip("/"), self.id)
+        # Rename first: a half-removed directory is never mistaken for a container.
+        trash = os.path.join(self._root.containers, f".removing-{self.id}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._dir, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        if self._monitor_pidfd >= 0:
+            os.close(self._monitor_pidfd)
+            self._monitor_pidfd = -1
+
+    def __enter__(self) -> "Container":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove(force=True)
+
+    def __del__(self) -> None:
+        if getattr(self, "_monitor_pidfd", -1) >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._monitor_pidfd)
+
+    # ---------------------------------------------------------------- logs
+    def logs(self, stdout: bool = True, stderr: bool = True, timestamps: bool = False,
+             tail: Union[int, str, None] = None, since=None, until=None,
+             follow: bool = False, stream: bool = False):
+        """The container's output, as bytes (or an iterator of lines with
+        stream=True or follow=True; following ends when the container exits)."""
+        gen = self._log_lines(stdout, stderr, timestamps, tail, since, until, follow)
+        if stream or follow:
+            return gen
+        return b"".join(gen)
+
+    def _log_lines(self, stdout, stderr, timestamps, tail, since, until, follow) -> Iterator[bytes]:
+        path = self._path("container.log")
+        wanted = {s for s, on in ((STDOUT, stdout), (STDERR, stderr)) if on}
+        since_ns = _to_ns(since)
+        until_ns = _to_ns(until)
+        lines, offset = read_log(path)
+
+        def keep(line: LogLine) -> bool:
+            return (line.stream in wanted and (since_ns is None or line.time_ns >= since_ns)
+                    and (until_ns is None or line.time_ns < until_ns))
+
+        selected = [ln for ln in lines if keep(ln)]
+        if tail not in (None, "all"):
+            n = int(tail)
+            selected = selected[-n:] if n > 0 else []
+        for line in selected:
+            yield _format(line, timestamps)
+        if not follow:
+            return
+        while True:
+            running = self._refresh()["State"]["Running"]
+            new, offset = read_log(path, offset)
+            for line in new:
+                if keep(line):
+                    yield _format(line, timestamps)
+            if not running:
+                return
+            time.sleep(0.05)
+
+    # ---------------------------------------------------------------- exec
+    def exec(self, cmd, *, environment=None, env=None, workdir: Optional[str] = None,
+             user: Optional[str] = None, stdin: bool = False, stdout: bool = True,
+             stderr: bool = True, privileged: bool = False) -> ExecProcess:
+        """Start a command in the running container, like subprocess.Popen:
+        .stdout/.stderr are pipes, .stdin one when stdin=True, .wait() the code."""
+        state = self._refresh()
+        if not state["State"]["Running"]:
+            raise Conflict(f"container {self.short_id} is not running")
+        argv = _as_list(cmd)
+        if not argv:
+            raise InvalidArgument("exec needs a command")
+        cfg = state["Config"]
+        lowers = self._root.store.lowerdirs(state["Image"])
+        who = resolve_user(user if user is not None else cfg["User"], [self._path("upper")] + lowers)
+        envl = _merge_env(cfg["Env"], environment if environment is not None else env)
+        if not any(e.startswith("HOME=") for e in envl):
+            envl.append(f"HOME={who.home}")
+        caps = list(defaults.CAPABILITY_NUMBERS) if privileged else state["_contain"]["capabilities"]
+        process = Process(args=argv, env=envl, cwd=workdir or cfg["WorkingDir"] or "/",
+                          user=User(who.uid, who.gid, list(who.additional_gids)),
+                          capabilities=defaults.capabilities_for(who.uid, caps),
+                          no_new_privileges=not (privileged or state["HostConfig"]["Privileged"]))
+        namespaces = ["mount", "pid", "uts", "ipc", "cgroup"]
+        if state["HostConfig"]["NetworkMode"] != "host":
+            namespaces.append("network")
+        pidfd = _open_pidfd(state["State"]["Pid"], state["_contain"].get("pid_start"))
+        if pidfd is None:
+            raise Conflict(f"container {self.short_id} is not running")
+        ours: list[int] = []
+        theirs: list[int] = []
+        try:
+            devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            theirs.append(devnull)
+            stdio = [devnull, devnull, devnull]
+            files: list[Any] = [None, None, None]
+            for i, wanted in enumerate((stdin, stdout, stderr)):
+                if wanted:
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    mine, child_end = (w, r) if i == 0 else (r, w)
+                    ours.append(mine)
+                    theirs.append(child_end)
+                    stdio[i] = child_end
+                    files[i] = os.fdopen(mine, "wb" if i == 0 else "rb", buffering=0)
+            try:
+                cg = self._root.cgroups.open(self.id).procs_files()
+            except NotFound:
+                cg = []
+            child = join(pidfd, process, namespaces=namespaces, stdio=stdio, cgroup_procs=cg)
+        except BaseException:
+            for fd in ours:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
+        finally:
+            os.close(pidfd)
+            for fd in theirs:
+                os.close(fd)
+        return ExecProcess(child.pid, child.pidfd, files[0], files[1], files[2])
+
+    def exec_run(self, cmd, *, stdout: bool = True, stderr: bool = True, demux: bool = False,
+                 environment=None, env=None, workdir: Optional[str] = None,
+                 user: Optional[str] = None, privileged: bool = False,
+                 input: Optional[bytes] = None) -> ExecResult:
+        """docker-py's exec_run: run to completion, return (exit_code, output)."""
+        proc = self.exec(cmd, environment=environment, env=env, workdir=workdir, user=user,
+                         stdin=input is not None, stdout=stdout, stderr=stderr,
+                         privileged=privileged)
+        out, err = proc.communicate(input)
+        if demux:
+            return ExecResult(proc.returncode, (out, err))
+        return ExecResult(proc.returncode, (out or b"") + (err or b""))
+
+
+def _to_ns(value) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value * 1_000_000_000)
+    import datetime as _dt
+
+    if isinstance(value, _dt.datetime):
+        return int(value.timestamp() * 1_000_000_000)
+    return int(_timefmt.parse(str(value)) * 1_000_000_000)
+
+
+def _format(line: LogLine, timestamps: bool) -> bytes:
+    if timestamps:
+        return _timefmt.rfc3339(line.time_ns).encode() + b" " + line.data
+    return line.data
+
+
+def _capabilities(cap_add: Sequence[str], cap_drop: Sequence[str], privileged: bool) -> list[str]:
+    def norm(c: str) -> str:
+        c = c.upper()
+        return c if c.startswith("CAP_") else "CAP_" + c
+
+    if privileged:
+        return list(defaults.CAPABILITY_NUMBERS)
+    caps = list(defaults.DEFAULT_CAPABILITIES)
+    for c in cap_drop:
+        if c.upper() == "ALL":
+            caps = []
+            continue
+        if norm(c) not in defaults.CAPABILITY_NUMBERS:
+            raise InvalidArgument(f"unknown capability to drop: {c}")
+        caps = [x for x in caps if x != norm(c)]
+    for c in cap_add:
+        if c.upper() == "ALL":
+            caps = list(defaults.CAPABILITY_NUMBERS)
+            continue
+        if norm(c) not in defaults.CAPABILITY_NUMBERS:
+            raise InvalidArgument(f"unknown capability to add: {c}")
+        if norm(c) not in caps:
+            caps.append(norm(c))
+    return caps
