@@ -231,6 +231,18 @@ def test_explicit_compression_and_stream_without_seek(tmp_path: Path, compressio
     assert (tmp_path / "out/a/b").read_bytes() == b"x" * 100_000
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_multi_member_streams_and_trailing_garbage(tmp_path: Path, compression: str) -> None:
+    raw = tar_bytes(f("a", os.urandom(50_000)), f("b", b"b"))
+    blob = compress(raw[:30_000], compression) + compress(raw[30_000:], compression)
+    stats = unpack_layer(io.BytesIO(blob), tmp_path / "out")
+    assert stats.diff_id == sha(raw) and stats.compressed_size == len(blob)
+    assert (tmp_path / "out/b").read_bytes() == b"b"
+    with pytest.raises(LayerError, match="corrupt"):
+        unpack_layer(io.BytesIO(compress(raw, compression) + b"garbage!"), tmp_path / "bad")
+    assert not os.path.lexists(tmp_path / "bad")
+
+
 def test_pack_is_deterministic(tmp_path: Path) -> None:
     src = tmp_path / "src"
     build_rich_tree(src)

@@ -572,7 +572,12 @@ class Container:
             # sysfs of a network namespace we do not own cannot be mounted anew.
             mounts = [m if m.destination != "/sys" else Mount("/sys", "bind", "/sys", ["rbind", "ro", "nosuid", "noexec", "nodev"])
                       for m in mounts]
+        layout = self._root.cgroups.layout
+        mounts += defaults.cgroup_mounts(layout.mode, layout.v1)
         mounts += [Mount(**m) for m in extra["mounts"]]
+        readonly_paths = [] if host["Privileged"] else list(defaults.READONLY_PATHS)
+        if layout.mode != "v2":
+            readonly_paths.append("/sys/fs/cgroup")
         return Spec(
             process=process,
             root=SpecRoot(self._path("merged"), readonly=host["ReadonlyRootfs"], lowerdirs=lowers,
@@ -581,7 +586,7 @@ class Container:
             mounts=mounts,
             linux=Linux(namespaces=namespaces, devices=list(defaults.DEVICES),
                         masked_paths=[] if host["Privileged"] else list(defaults.MASKED_PATHS),
-                        readonly_paths=[] if host["Privileged"] else list(defaults.READONLY_PATHS)),
+                        readonly_paths=readonly_paths),
         )
 
     def start(self) -> None:
@@ -605,7 +610,14 @@ class Container:
         manager = self._root.cgroups
         with contextlib.suppress(NotFound):
             manager.open(self.id).remove()
-        cgroup = manager.create(self.id, resources)
+        try:
+            cgroup = manager.create(self.id, resources)
+        except RuntimeFailure as exc:
+            if exc.errno != _errno.ENOENT:
+                raise
+            # The shared parent was removed by another process's last
+            # container between its creation and ours: make it again.
+            cgroup = manager.create(self.id, resources)
         fds: list[int] = []
         try:
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -798,6 +810,9 @@ class Container:
     def _remove_files(self, state: dict) -> None:
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
+        # The shared parent cgroup goes with the last container.
+        with contextlib.suppress(ContainError, OSError):
+            self._root.cgroups.remove_parent()
         if state["State"]["Status"] == "exited":
             self._last_exit = state["State"]["ExitCode"]
         _names.release(self._root.names, state["Name"].lstrip("/"), self.id)

@@ -75,17 +75,23 @@ static int load_seccomp(struct ct_process *proc, struct ct_error *err)
     return 0;
 }
 
-static int set_capabilities(struct ct_process *proc, struct ct_error *err)
+/* Needs CAP_SETPCAP, so it happens while we are still root. */
+static int drop_bounding(struct ct_process *proc, struct ct_error *err)
 {
-    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2];
-
     for (int cap = 0; cap < 64; cap++) {
         if (proc->cap_bounding & (1ULL << cap))
             continue;
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             return ct_fail(err, "drop bounding capability", NULL, errno);
     }
+    return 0;
+}
+
+static int set_capabilities(struct ct_process *proc, struct ct_error *err)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+
     data[0].effective = (uint32_t)proc->cap_effective;
     data[1].effective = (uint32_t)(proc->cap_effective >> 32);
     data[0].permitted = (uint32_t)proc->cap_permitted;
@@ -107,13 +113,15 @@ static int set_capabilities(struct ct_process *proc, struct ct_error *err)
 
 int ct_setup_process(struct ct_process *proc, struct ct_error *err)
 {
-    char cwd[8];
+    char cwd[4096];
 
     if (setup_stdio(proc, err) < 0)
         return -1;
     /* Without no_new_privs the filter must go in while we still hold
      * CAP_SYS_ADMIN, i.e. before the credentials change. */
     if (!proc->no_new_privs && load_seccomp(proc, err) < 0)
+        return -1;
+    if (proc->set_caps && drop_bounding(proc, err) < 0)
         return -1;
     if (proc->set_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
         return ct_fail(err, "keep capabilities", NULL, errno);
@@ -134,7 +142,7 @@ int ct_setup_process(struct ct_process *proc, struct ct_error *err)
         if (chdir(proc->cwd) < 0)
             return ct_fail(err, "chdir to working directory", proc->cwd, errno);
         /* A cwd outside the root reads back as "(unreachable)/..." or fails. */
-        if (syscall(SYS_getcwd, cwd, sizeof cwd) < 0 && errno != ERANGE)
+        if (syscall(SYS_getcwd, cwd, sizeof cwd) < 0)
             return ct_fail(err, "working directory outside the container", proc->cwd, errno);
         if (cwd[0] != '/')
             return ct_fail(err, "working directory outside the container", proc->cwd, EPERM);

@@ -65,3 +65,17 @@ def capabilities_for(uid: int, names: list[str]) -> Capabilities:
     bounding set (what a setuid binary or file capability could regain)."""
     effective = list(names) if uid == 0 else []
     return Capabilities(bounding=list(names), effective=effective, permitted=list(effective))
+
+
+def cgroup_mounts(mode: str, v1_controllers) -> list[Mount]:
+    """/sys/fs/cgroup as Docker shows it: the container's own cgroup (through
+    its cgroup namespace), read-only."""
+    opts = ["nosuid", "noexec", "nodev", "ro"]
+    if mode == "v2":
+        return [Mount("/sys/fs/cgroup", "cgroup2", "cgroup", opts)]
+    mounts = [Mount("/sys/fs/cgroup", "tmpfs", "tmpfs", ["nosuid", "noexec", "nodev", "mode=755"])]
+    for controller in sorted(v1_controllers):
+        if controller.startswith("name="):
+            continue
+        mounts.append(Mount(f"/sys/fs/cgroup/{controller}", "cgroup", "cgroup", opts + [controller]))
+    return mounts

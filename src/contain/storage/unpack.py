@@ -28,8 +28,10 @@ import errno
 import gzip
 import hashlib
 import os
+import queue
 import stat
 import tarfile
+import threading
 import zlib
 from typing import IO, Any, Callable, Optional, TypeVar, Union
 
@@ -56,6 +58,7 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 # buffer keeps small-file layers cheap; file data is pulled in larger pieces.
 _TAR_BUFSIZE = 64 * 1024
 _DATA_CHUNK = 1024 * 1024
+_PREFETCH_DEPTH = 8  # chunks of _DATA_CHUNK decompressed bytes held ahead
 _SOURCE_CHUNK = 256 * 1024
 _DIR_FD_CACHE = 256
 _PATH_MAX = 4095
@@ -120,6 +123,44 @@ class _CountingReader:
         return data
 
 
+class _GzipReader:
+    """Gzip members one after another, CRC and length checked by zlib itself.
+
+    Faster than gzip.GzipFile, which inflates raw deflate and checksums separately.
+    """
+
+    def __init__(self, source: _CountingReader) -> None:
+        self._source = source
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""
+        self._in_member = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size <= 0:
+            size = _SOURCE_CHUNK
+        while True:
+            inflate = self._inflate
+            if inflate.unconsumed_tail:
+                data = inflate.unconsumed_tail
+            elif self._pending:
+                data, self._pending = self._pending, b""
+            else:
+                data = self._source.read(_SOURCE_CHUNK)
+                if not data:
+                    if self._in_member:
+                        raise EOFError("gzip stream ended before its end-of-stream marker")
+                    return b""
+            self._in_member = True
+            out = inflate.decompress(data, size)
+            if inflate.eof:
+                # Another member may follow (multi-member gzip is valid, as in Go).
+                self._pending = inflate.unused_data
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._in_member = False
+            if out:
+                return out
+
+
 class _HashingReader:
     """The decompressed tar stream, hashed and counted as tarfile reads it."""
 
@@ -134,15 +175,78 @@ class _HashingReader:
         except _SourceFailure:
             raise
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as e:
-            # gzip.BadGzipFile is an OSError; the source's own are _SourceFailure.
+            # The source's own errors arrive as _SourceFailure; these are the data's.
             raise LayerError(f"layer stream is corrupt: {e}") from e
         self.sha.update(data)
         self.size += len(data)
         return data
 
-    def drain(self) -> None:
-        while self.read(_SOURCE_CHUNK):
-            pass
+
+class _Prefetcher:
+    """Reads, decompresses and hashes in a worker thread, ahead of the extraction.
+
+    zlib, zstd, hashlib and read() release the GIL, so inflating overlaps with writing
+    files. Errors of the worker are raised in the reading thread, in order.
+    """
+
+    def __init__(self, inner: _HashingReader) -> None:
+        self._inner = inner
+        self._queue: queue.Queue[Union[bytes, BaseException]] = queue.Queue(maxsize=_PREFETCH_DEPTH)
+        self._stop = threading.Event()
+        self._chunk = b""
+        self._pos = 0
+        self._eof = False
+        self._failure: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._work, name="contain-unpack", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._inner.read(_DATA_CHUNK)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as e:  # handed to the reader, raised there
+            self._put(e)
+
+    def _put(self, item: Union[bytes, BaseException]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        if self._pos >= len(self._chunk):
+            if self._failure is not None:
+                raise self._failure
+            if self._eof:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._failure = item
+                raise item
+            if not item:
+                self._eof = True
+                return b""
+            self._chunk, self._pos = item, 0
+        if size < 0:
+            size = len(self._chunk)
+        data = self._chunk[self._pos : self._pos + size]
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        """Stop the worker and wait for it: it must not touch the source afterwards."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
 
 
 class _TarInfo(tarfile.TarInfo):
@@ -306,7 +410,7 @@ class _Extractor:
                 compression = "none"
         source = _CountingReader(fileobj, prefix)
         if compression == "gzip":
-            decoded: Callable[[int], bytes] = gzip.GzipFile(fileobj=source, mode="rb").read  # type: ignore[arg-type]
+            decoded: Callable[[int], bytes] = _GzipReader(source).read
         elif compression == "zstd":
             decoded = (
                 zstandard.ZstdDecompressor()
@@ -320,19 +424,24 @@ class _Extractor:
         if prefix:
             # An empty blob is an empty layer (as in Go's archive/tar); anything else must
             # be a complete tar, ending with its zero block.
+            prefetcher = _Prefetcher(tar_stream)
             try:
-                tar = tarfile.open(
-                    fileobj=tar_stream,  # type: ignore[arg-type]
-                    mode="r|",
-                    bufsize=_TAR_BUFSIZE,
-                    tarinfo=_TarInfo,
-                    encoding="utf-8",
-                    errors="surrogateescape",
-                )
-            except tarfile.TarError as e:
-                raise LayerError(f"layer is not a tar archive: {e}") from e
-            files = self._extract_all(tar)
-            tar_stream.drain()  # trailing padding belongs to the diff_id too
+                try:
+                    tar = tarfile.open(
+                        fileobj=prefetcher,  # type: ignore[arg-type]
+                        mode="r|",
+                        bufsize=_TAR_BUFSIZE,
+                        tarinfo=_TarInfo,
+                        encoding="utf-8",
+                        errors="surrogateescape",
+                    )
+                except tarfile.TarError as e:
+                    raise LayerError(f"layer is not a tar archive: {e}") from e
+                files = self._extract_all(tar)
+                while prefetcher.read(_DATA_CHUNK):
+                    pass  # trailing padding belongs to the diff_id too
+            finally:
+                prefetcher.close()
         return UnpackStats(
             diff_id="sha256:" + tar_stream.sha.hexdigest(),
             compressed_size=source.count,

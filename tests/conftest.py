@@ -1,0 +1,90 @@
+"""Shared fixtures: a private state root and a busybox image made from the
+host's busybox-static, plus a check that the suite leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: containers are made with real namespaces, mounts and cgroups")
+
+
+def make_busybox_rootfs(path: str) -> str:
+    from contain._busybox import find_busybox, make_rootfs
+    from contain.errors import NotFound
+
+    try:
+        find_busybox()
+    except NotFound:
+        pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
+    return make_rootfs(path)
+
+
+@pytest.fixture(scope="session")
+def croot(tmp_path_factory):
+    """A state root of the test session's own."""
+    _require_root()
+    path = str(tmp_path_factory.mktemp("contain-root"))
+    yield path
+    from contain import Container
+
+    leftover = Container.list(all=True, root=path)
+    for c in leftover:
+        c.remove(force=True)
+    assert not leftover, f"tests left containers behind: {leftover}"
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory):
+    return make_busybox_rootfs(str(tmp_path_factory.mktemp("busybox-rootfs")))
+
+
+@pytest.fixture(scope="session")
+def busybox(croot, busybox_rootfs):
+    from contain import Image
+
+    return Image.from_directory(busybox_rootfs, tag="busybox:test", config={"Cmd": ["sh"]}, root=croot)
+
+
+@pytest.fixture
+def run(croot, busybox):
+    """Start containers from the busybox image; each is removed after the test."""
+    from contain import Container
+
+    made = []
+
+    def _run(command, **options):
+        options.setdefault("root", croot)
+        c = Container.run(options.pop("image", busybox), command, **options)
+        made.append(c)
+        return c
+
+    yield _run
+    for c in made:
+        c.remove(force=True)
+
+
+def host_leaks(container_id: str) -> list[str]:
+    """Kernel objects or files that still name a removed container."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        found += [f"mount: {line.strip()}" for line in f if container_id in line]
+    for top in os.listdir("/sys/fs/cgroup"):
+        base = os.path.join("/sys/fs/cgroup", top)
+        for dirpath, dirnames, _ in os.walk(base):
+            found += [f"cgroup: {os.path.join(dirpath, d)}" for d in dirnames if container_id in d]
+            if dirpath.count("/") > 6:
+                dirnames[:] = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if container_id.encode() in f.read():
+                    found.append(f"process: {pid}")
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,340 @@
+"""Real containers from a busybox image: isolation, limits, exit codes, cleanup."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import pytest
+
+import contain
+from contain import Conflict, Container, ContainerNotFound, RuntimeFailure
+
+from conftest import host_leaks
+
+
+def output(c: Container) -> str:
+    assert c.wait(timeout=30) is not None
+    return c.logs().decode()
+
+
+def test_command_is_pid_1(run):
+    c = run(["sh", "-c", "echo $$; ps -o pid,args"])
+    assert c.wait(timeout=30) == 0
+    lines = c.logs().decode().splitlines()
+    assert lines[0] == "1"
+    pids = [ln.split()[0] for ln in lines[2:]]
+    # Only the container's own processes are visible in its /proc.
+    assert pids == ["1", "2"] or pids == ["1"], lines
+
+
+def test_proc_shows_only_container_processes(run):
+    c = run(["sh", "-c", "ls /proc | grep -c '^[0-9]*$'"])
+    c.wait(timeout=30)
+    # sh itself and ls/grep: a handful, never the host's hundreds.
+    assert int(c.logs().decode().strip()) <= 4
+
+
+def test_hostname_is_isolated(run):
+    host = os.uname().nodename
+    c = run(["hostname"])
+    assert output(c).strip() == c.id[:12] != host
+    c2 = run(["hostname"], hostname="box1")
+    assert output(c2).strip() == "box1"
+    assert os.uname().nodename == host
+
+
+def test_only_loopback_in_network_namespace(run):
+    c = run(["sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/operstate; ip -o link"])
+    out = output(c)
+    assert out.split()[0] == "lo"
+    assert "UP" in out or "unknown" in out
+    assert "eth" not in out and "veth" not in out
+
+
+def test_exit_codes(run):
+    assert run(["true"]).wait(timeout=30) == 0
+    assert run(["false"]).wait(timeout=30) == 1
+    assert run(["sh", "-c", "exit 42"]).wait(timeout=30) == 42
+    c = run(["nosuchcommand"])
+    assert c.wait(timeout=30) == 127
+    assert b"executable file not found" in c.logs()
+    assert run(["/etc/passwd"]).wait(timeout=30) == 126
+    c = run(["sleep", "60"])
+    c.kill()
+    assert c.wait(timeout=30) == 137
+
+
+def test_stop_sends_sigterm_then_sigkill(run):
+    # pid 1 ignores SIGTERM unless it handles it: stop must escalate.
+    c = run(["sleep", "60"])
+    t0 = time.monotonic()
+    c.stop(timeout=1)
+    assert c.exit_code == 137
+    assert 0.9 < time.monotonic() - t0 < 10
+    # A process that handles SIGTERM exits with its own code.
+    c2 = run(["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"])
+    time.sleep(0.3)
+    c2.stop(timeout=10)
+    assert c2.exit_code == 7
+
+
+def test_kill_with_signal(run):
+    # As pid 1, the command only sees signals it handles (as under Docker).
+    c = run(["sh", "-c", "trap 'exit 5' USR1; while true; do sleep 0.1; done"])
+    time.sleep(0.3)
+    c.kill("SIGUSR1")
+    assert c.wait(timeout=30) == 5
+    c2 = run(["sleep", "60"])
+    c2.kill("TERM")  # ignored by an init without a handler
+    with pytest.raises(TimeoutError):
+        c2.wait(timeout=0.3)
+    c2.kill(9)
+    assert c2.wait(timeout=30) == 137
+
+
+def test_status_text_and_inspect(run):
+    c = run(["sleep", "60"])
+    assert c.status == "running"
+    assert c.status_text().startswith("Up ")
+    info = c.inspect()
+    assert info["Id"] == c.id and info["State"]["Running"] is True and info["State"]["Pid"] > 0
+    c.kill()
+    c.wait(timeout=30)
+    assert c.status == "exited"
+    assert c.status_text().startswith("Exited (137) ")
+
+
+def test_logs_streams_and_options(run):
+    c = run(["sh", "-c", "echo out1; echo err1 >&2; echo out2"])
+    c.wait(timeout=30)
+    assert c.logs(stderr=False) == b"out1\nout2\n"
+    assert c.logs(stdout=False) == b"err1\n"
+    assert c.logs(tail=1, stderr=False) == b"out2\n"
+    stamped = c.logs(timestamps=True, stdout=True, stderr=False).decode().splitlines()
+    assert stamped[0].endswith(" out1") and stamped[0][:4].isdigit() and "T" in stamped[0]
+    # Order across the two streams is not kept (two pipes), as under Docker.
+    assert sorted(c.logs(stream=True)) == [b"err1\n", b"out1\n", b"out2\n"]
+
+
+def test_follow_ends_when_container_exits(run):
+    c = run(["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done"])
+    got = list(c.logs(follow=True))
+    assert got == [b"1\n", b"2\n", b"3\n"]
+
+
+def test_environment_workdir_user(run):
+    c = run(["sh", "-c", "echo $FOO $BAR; pwd; id -u; id -g; id -G"],
+            environment={"FOO": "foo"}, env=None, working_dir="/tmp/made", user="user")
+    lines = output(c).splitlines()
+    assert lines[0] == "foo"
+    assert lines[1] == "/tmp/made"
+    assert lines[2:4] == ["1000", "1000"]
+    assert "50" in lines[4].split()  # supplementary group from /etc/group
+    c2 = run(["sh", "-c", "id -u; id -g"], user="65534:50")
+    assert output(c2).split() == ["65534", "50"]
+    c3 = run(["sh", "-c", 'echo "$HOME"'], user="user", env=["BAR=1"])
+    assert output(c3).strip() == "/home/user"
+
+
+def test_unknown_user_is_a_clear_error(croot, busybox):
+    with pytest.raises(contain.InvalidArgument, match="unable to find user ghost"):
+        Container.run(busybox, ["true"], user="ghost", root=croot).remove(force=True)
+    assert not [c for c in Container.list(all=True, root=croot) if c.status == "created"]
+
+
+def test_writes_do_not_touch_the_image(run, busybox, croot):
+    c = run(["sh", "-c", "echo changed > /etc/motd; rm /bin/vi; echo x > /newfile"])
+    assert c.wait(timeout=30) == 0
+    lowers = contain._root.get_root(croot).store.lowerdirs(busybox.id)
+    assert all(not os.path.exists(os.path.join(d, "newfile")) for d in lowers)
+    assert any(os.path.lexists(os.path.join(d, "bin/vi")) for d in lowers)
+    c2 = run(["sh", "-c", "ls /newfile /etc/motd 2>&1; ls /bin/vi"])
+    assert c2.wait(timeout=30) == 0
+    assert "No such file" in c2.logs().decode()
+
+
+def test_restart_keeps_writable_layer_and_appends_logs(run):
+    c = run(["sh", "-c", "echo run >> /count; wc -l < /count"])
+    assert c.wait(timeout=30) == 0
+    c.start()
+    assert c.wait(timeout=30) == 0
+    assert c.logs().split() == [b"1", b"2"]
+
+
+def test_bind_mounts_ro_and_rw(run, tmp_path):
+    rw = tmp_path / "rw"
+    ro = tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "data").write_text("hello")
+    c = run(["sh", "-c", "echo written > /rw/new; cat /ro/data; echo; touch /ro/x && echo BAD"],
+            volumes={str(rw): {"bind": "/rw", "mode": "rw"}, str(ro): {"bind": "/ro", "mode": "ro"}})
+    c.wait(timeout=30)
+    out = c.logs().decode()
+    assert (rw / "new").read_text() == "written\n"
+    assert "hello" in out and "BAD" not in out
+    assert "Read-only file system" in out
+    assert not (ro / "x").exists()
+    c2 = run(["cat", "/v/data"], volumes=[f"{ro}:/v:ro"])
+    assert output(c2) == "hello"
+
+
+def test_read_only_root_and_tmpfs(run):
+    c = run(["sh", "-c", "touch /x 2>&1; echo ok > /scratch/f && cat /scratch/f; mount | grep scratch"],
+            read_only=True, tmpfs={"/scratch": "size=1m"})
+    out = output(c)
+    assert "Read-only file system" in out
+    assert "ok" in out and "tmpfs on /scratch" in out
+
+
+def test_failure_names_the_step(croot, busybox):
+    with pytest.raises(RuntimeFailure) as info:
+        Container.run(busybox, ["true"], read_only=True, working_dir="/does/not/exist", root=croot,
+                      name="fails-at-chdir")
+    assert info.value.step == "chdir to working directory"
+    assert info.value.errno == errno.ENOENT
+    assert "/does/not/exist" in str(info.value)
+    with pytest.raises(ContainerNotFound):
+        Container.get("fails-at-chdir", root=croot)
+    with pytest.raises(RuntimeFailure) as info:
+        Container.run(busybox, ["true"], tmpfs={"/t": "bogusoption=1"}, root=croot)
+    assert info.value.step == "set mount option"
+
+
+def test_memory_hog_is_oom_killed(run):
+    c = run(["sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"], mem_limit="16m")
+    assert c.wait(timeout=60) == 137
+    assert c.inspect()["State"]["OOMKilled"] is True
+
+
+def test_fork_bomb_stops_at_pids_limit(run, croot):
+    c = run(["sh", "-c", "(for i in $(seq 1 40); do sleep 30 & done) 2>/dev/null; sleep 30"],
+            pids_limit=10)
+    cg = contain._root.get_root(croot).cgroups.open(c.id)
+    deadline = time.monotonic() + 10
+    events = {}
+    while time.monotonic() < deadline:
+        pids_dir = cg.paths.get("pids") or cg.paths.get("unified")
+        with open(os.path.join(pids_dir, "pids.events")) as f:
+            events = dict(line.split() for line in f)
+        if int(events.get("max", 0)) > 0:
+            break
+        time.sleep(0.05)
+    # The kernel refused forks at the limit, and never let more than 10 live.
+    assert int(events["max"]) > 0
+    assert 5 <= len(cg.pids()) <= 10
+    assert c.status == "running"
+
+
+def test_cpu_quota_throttles(run, croot):
+    c = run(["sh", "-c", "while true; do :; done"], cpus=0.2)
+    time.sleep(1.0)
+    cg = contain._root.get_root(croot).cgroups.open(c.id)
+    cpu_dir = cg.paths.get("cpu") or cg.paths.get("unified")
+    with open(os.path.join(cpu_dir, "cpu.stat")) as f:
+        stat = dict(line.split() for line in f)
+    assert int(stat["nr_throttled"]) > 0
+    usage = cg.stats().cpu_usage_ns
+    # At most 20% of one CPU over about a second (some slack for the period).
+    assert usage is not None and usage < 0.45e9
+    c.kill()
+
+
+def test_exec_joins_the_container(run):
+    c = run(["sleep", "60"], hostname="inside")
+    r = c.exec_run(["sh", "-c", "hostname; echo $$; ls /proc/self/fd; readlink /proc/self/exe"])
+    assert r.exit_code == 0
+    lines = r.output.decode().split()
+    assert lines[0] == "inside"
+    assert int(lines[1]) > 1  # in the container's pid namespace, beside its pid 1
+    # Only stdio (and ls's own directory fd) : no descriptor of the Python process.
+    fds = [x for x in lines[2:-1]]
+    assert set(fds) <= {"0", "1", "2", "3"}
+    assert lines[-1] == "/bin/busybox"
+    assert c.exec_run(["sh", "-c", "exit 3"]).exit_code == 3
+    assert c.exec_run(["nosuch"]).exit_code == 127
+    r = c.exec_run(["cat"], input=b"piped")
+    assert r.output == b"piped"
+    out, err = c.exec_run(["sh", "-c", "echo o; echo e >&2"], demux=True).output
+    assert (out, err) == (b"o\n", b"e\n")
+    assert c.exec_run(["id", "-u"], user="user").output == b"1000\n"
+
+
+def test_container_init_has_no_host_fds(run):
+    c = run(["sh", "-c", "ls /proc/1/fd; true"])
+    assert sorted(output(c).split()) == ["0", "1", "2"]
+
+
+def test_capabilities_are_dockers_defaults(run):
+    c = run(["sh", "-c", "grep -E '^Cap(Eff|Bnd)' /proc/self/status; grep NoNewPrivs /proc/self/status"])
+    out = output(c)
+    assert "CapEff:\t00000000a80425fb" in out
+    assert "CapBnd:\t00000000a80425fb" in out
+    assert "NoNewPrivs:\t1" in out
+
+
+def test_get_by_name_prefix_and_list(run, croot):
+    c = run(["sleep", "60"], name="findme")
+    assert Container.get("findme", root=croot) == c
+    assert Container.get(c.id[:10], root=croot) == c
+    assert c in Container.list(root=croot)
+    with pytest.raises(Conflict):
+        run(["true"], name="findme")
+    c.kill()
+    c.wait(timeout=30)
+    assert c not in Container.list(root=croot)
+    assert c in Container.list(all=True, root=croot)
+
+
+def test_remove_refuses_running_and_leaves_nothing(croot, busybox):
+    c = Container.run(busybox, ["sleep", "60"], root=croot, mem_limit="64m")
+    with pytest.raises(Conflict):
+        c.remove()
+    c.remove(force=True)
+    assert host_leaks(c.id) == []
+    assert not os.path.exists(os.path.join(croot, "containers", c.id))
+    with pytest.raises(ContainerNotFound):
+        Container.get(c.id, root=croot)
+
+
+def test_context_manager_removes(croot, busybox):
+    with Container.run(busybox, ["sleep", "60"], root=croot) as c:
+        assert c.status == "running"
+    assert host_leaks(c.id) == []
+    with pytest.raises(ContainerNotFound):
+        Container.get(c.id, root=croot)
+
+
+def test_auto_remove(croot, busybox):
+    c = Container.run(busybox, ["true"], root=croot, auto_remove=True)
+    assert c.wait(timeout=30) == 0
+    with pytest.raises(ContainerNotFound):
+        Container.get(c.id, root=croot)
+    assert host_leaks(c.id) == []
+
+
+def test_monitor_killed_is_noticed(run):
+    c = run(["sleep", "60"])
+    monitor = c.inspect()["_contain"]["monitor_pid"]
+    os.kill(monitor, 9)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and c.status == "running":
+        time.sleep(0.05)
+    assert c.status == "exited"
+    assert "monitor" in c.inspect()["State"]["Error"]
+
+
+def test_another_process_sees_and_stops_container(run, croot):
+    import subprocess
+    import sys
+
+    c = run(["sleep", "60"], name="crossproc")
+    code = (
+        "import contain; c = contain.Container.get('crossproc', root=%r); "
+        "print(c.status); c.stop(timeout=0.5); print(c.exit_code)" % croot
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["running", "137"], out.stderr
+    assert c.status == "exited"
