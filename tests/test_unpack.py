@@ -439,10 +439,13 @@ def test_layer_overlay_xattrs_are_not_applied(tmp_path: Path) -> None:
         "SCHILY.xattr.user.overlay.opaque": "y",
         "SCHILY.xattr.user.kept": "v",
     }
+    link, _ = sym("link", "file")
+    link.pax_headers = {"SCHILY.xattr.user.refused": "v"}  # the kernel refuses user.* on symlinks
     out = tmp_path / "out"
-    stats = unpack_layer(io.BytesIO(tar_bytes((info, data))), out)
+    stats = unpack_layer(io.BytesIO(tar_bytes((info, data), (link, None))), out)
     assert os.listxattr(out / "file") == ["user.kept"]
-    assert stats.skipped_xattrs == 2
+    assert os.listxattr(out / "link", follow_symlinks=False) == []
+    assert stats.skipped_xattrs == 3
 
 
 def test_empty_blob_and_empty_tar_are_empty_layers(tmp_path: Path) -> None:

@@ -46,7 +46,10 @@ class Root:
         if self._cgroups is None:
             from .linux.cgroups import CgroupManager
 
-            self._cgroups = CgroupManager.for_host()
+            # No extra tracking hierarchies: on a hybrid host the v1
+            # controllers do all the work, and each one costs a mkdir and
+            # an rmdir per container.
+            self._cgroups = CgroupManager.for_host(systemd=False, track_unified=False)
         return self._cgroups
 
     def container_dir(self, cid: str) -> str:

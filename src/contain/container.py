@@ -50,7 +50,7 @@ STDOUT, STDERR = 1, 2
 def _write_json(path: str, data: Any) -> None:
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
+        f.write(json.dumps(data, separators=(",", ":")))
     os.replace(tmp, path)
 
 
@@ -810,9 +810,6 @@ class Container:
     def _remove_files(self, state: dict) -> None:
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
-        # The shared parent cgroup goes with the last container.
-        with contextlib.suppress(ContainError, OSError):
-            self._root.cgroups.remove_parent()
         if state["State"]["Status"] == "exited":
             self._last_exit = state["State"]["ExitCode"]
         _names.release(self._root.names, state["Name"].lstrip("/"), self.id)

@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     written = any(os.path.exists(os.path.join(d, "written-inside"))
                   for d in root.store.lowerdirs(image.id))
     print(f"the image is untouched by the container's writes: {not written}")
+    if not Container.list(all=True):
+        # The last container is gone: so is the shared parent cgroup.
+        try:
+            root.cgroups.remove_parent()
+        except Exception:
+            pass
     return code
 
 

@@ -135,6 +135,13 @@ class Spec:
             "devices": [{"path": d.path, "type": d.type, "major": d.major, "minor": d.minor,
                          "fileMode": d.file_mode, "uid": 0, "gid": 0} for d in self.linux.devices],
         }
+        # What the device nodes above need, for runtimes that default to deny.
+        allow = [{"allow": False, "access": "rwm"}]
+        allow += [{"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": "rwm"}
+                  for d in self.linux.devices]
+        allow += [{"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+                  {"allow": True, "type": "c", "major": 136, "access": "rwm"}]
+        linux["resources"] = {"devices": allow}
         if self.linux.uid_mappings:
             linux["uidMappings"] = [m.to_oci() for m in self.linux.uid_mappings]
             linux["gidMappings"] = [m.to_oci() for m in self.linux.gid_mappings]

@@ -1,0 +1,166 @@
+"""Start-to-exit of /bin/true from a warm Python process, side by side.
+
+contain: Container.run + wait + remove (create, start, wait, remove), and
+the bare native spawn underneath it.  crun and runc: `run` of an OCI bundle
+of the same busybox rootfs with the same namespaces and no network; podman
+and docker when present and working.  Medians over N runs (default 200),
+printed with ratios to crun.
+
+    .venv/bin/python benchmarks/bench_start.py [-n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import contain
+from contain._busybox import make_rootfs
+from contain.linux import defaults, runtime
+from contain.linux.spec import Linux, Namespace, Process, Root, Spec
+
+
+def timed(fn, n: int) -> list[float]:
+    fn()  # warm
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def bundle(rootfs: str, path: str) -> str:
+    spec = Spec(
+        process=Process(args=["/bin/true"], env=["PATH=/bin"], cwd="/",
+                        capabilities=defaults.capabilities_for(0, defaults.DEFAULT_CAPABILITIES)),
+        root=Root(rootfs), hostname="bench", mounts=defaults.default_mounts(),
+        linux=Linux(namespaces=[Namespace(n) for n in ("mount", "pid", "uts", "ipc", "network", "cgroup")],
+                    devices=list(defaults.DEVICES), masked_paths=list(defaults.MASKED_PATHS),
+                    readonly_paths=list(defaults.READONLY_PATHS)))
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(spec.to_oci(root_path=rootfs), f)
+    return path
+
+
+def ensure_hugetlb_v1() -> None:
+    """crun 1.8 refuses a hybrid host whose v2 tree holds a controller
+    (hugetlb here); giving hugetlb a v1 hierarchy moves it out of v2."""
+    try:
+        with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
+            if "hugetlb" not in f.read().split():
+                return
+    except FileNotFoundError:
+        return
+    os.makedirs("/sys/fs/cgroup/hugetlb", exist_ok=True)
+    subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", "/sys/fs/cgroup/hugetlb"],
+                   check=False, capture_output=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=200)
+    args = ap.parse_args()
+    n = args.n
+    work = tempfile.mkdtemp(prefix="contain-bench-")
+    results: dict[str, float] = {}
+    try:
+        rootfs = make_rootfs(os.path.join(work, "rootfs"))
+        root = os.path.join(work, "state")
+        image = contain.Image.from_directory(rootfs, tag="bench/busybox", root=root)
+
+        def contain_run():
+            c = contain.Container.run(image, ["/bin/true"], root=root)
+            c.wait()
+            c.remove()
+
+        results["contain (run, wait, remove)"] = statistics.median(timed(contain_run, n))
+
+        spec_dir = os.path.join(work, "spawn")
+        for d in ("upper", "work", "merged"):
+            os.makedirs(os.path.join(spec_dir, d))
+        lowers = contain._root.get_root(root).store.lowerdirs(image.id)
+        spec = Spec(
+            process=Process(args=["/bin/true"], env=["PATH=/bin"], cwd="/",
+                            capabilities=defaults.capabilities_for(0, defaults.DEFAULT_CAPABILITIES)),
+            root=Root(os.path.join(spec_dir, "merged"), lowerdirs=lowers,
+                      upperdir=os.path.join(spec_dir, "upper"), workdir=os.path.join(spec_dir, "work")),
+            hostname="bench", mounts=defaults.default_mounts(),
+            linux=Linux(namespaces=[Namespace(x) for x in ("mount", "pid", "uts", "ipc", "network", "cgroup")],
+                        devices=list(defaults.DEVICES), masked_paths=list(defaults.MASKED_PATHS),
+                        readonly_paths=list(defaults.READONLY_PATHS)))
+
+        def native_spawn():
+            shutil.rmtree(os.path.join(spec_dir, "work", "work"), ignore_errors=True)
+            child = runtime.spawn(spec, stdio=(None, None, None))
+            os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED)
+            os.close(child.pidfd)
+
+        results["contain native spawn only (no cgroup, no monitor)"] = statistics.median(timed(native_spawn, n))
+
+        b = bundle(rootfs, os.path.join(work, "bundle"))
+        ensure_hugetlb_v1()
+        for tool in ("crun", "runc"):
+            exe = shutil.which(tool)
+            if not exe:
+                print(f"{tool}: not installed, skipped")
+                continue
+            state = os.path.join(work, f"{tool}-state")
+            counter = iter(range(10**9))
+
+            def tool_run(exe=exe, state=state):
+                name = f"bench{next(counter)}"
+                r = subprocess.run([exe, "--root", state, "run", "--bundle", b, name],
+                                   stdin=subprocess.DEVNULL, capture_output=True)
+                if r.returncode != 0:
+                    raise RuntimeError(f"{tool} failed: {r.stderr.decode()[-300:]}")
+
+            try:
+                results[f"{tool} run"] = statistics.median(timed(tool_run, n))
+            except RuntimeError as exc:
+                print(f"{tool}: {exc}")
+
+        podman = shutil.which("podman")
+        if podman:
+            tmp = os.path.join(work, "podman")
+            base = [podman, "--root", os.path.join(tmp, "root"), "--runroot", os.path.join(work, "pr"),
+                    "--storage-driver", "vfs"]
+            archive = os.path.join(work, "bb.tar")
+            from contain.oci.archive import save
+
+            save(contain._root.get_root(root).store, ["bench/busybox"], archive)
+            if subprocess.run(base + ["load", "-i", archive], capture_output=True).returncode == 0:
+                def podman_run():
+                    subprocess.run(base + ["run", "--rm", "--network", "none", "bench/busybox", "/bin/true"],
+                                   check=True, capture_output=True)
+                try:
+                    results["podman run --rm"] = statistics.median(timed(podman_run, max(10, n // 10)))
+                except subprocess.CalledProcessError as exc:
+                    print(f"podman: {exc.stderr.decode()[-300:]}")
+                subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True)
+        docker = shutil.which("docker")
+        if docker and subprocess.run([docker, "info"], capture_output=True).returncode != 0:
+            print("docker: no engine running, skipped")
+    finally:
+        subprocess.run(["umount", "-R", os.path.join(work, "podman", "root")], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    ref = results.get("crun run")
+    print(f"\nstart-to-exit of /bin/true, median of {n} runs ({time.strftime('%Y-%m-%d')}, "
+          f"{os.uname().release}, {os.cpu_count()} CPUs)")
+    for name, ms in results.items():
+        ratio = f"{ms / ref:5.2f}x crun" if ref else ""
+        print(f"  {name:55s} {ms:8.2f} ms  {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
