@@ -17,8 +17,10 @@ import os
 import select
 import shutil
 import signal as _signal
+import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
@@ -187,24 +189,20 @@ class LogLine:
     data: bytes
 
 
-def read_log(path: str, offset: int = 0) -> tuple[list[LogLine], int]:
-    """Whole records from `offset`; returns them and the offset after the last."""
-    lines: list[LogLine] = []
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return lines, offset
-    pos = 0
-    while pos + _RECORD.size <= len(data):
-        ts, length, stream, _flags, _ = _RECORD.unpack_from(data, pos)
-        end = pos + _RECORD.size + length
-        if end > len(data):
+def _read_all(f) -> bytes:
+    """Read to the end; a pty master reports the end as EIO."""
+    chunks = []
+    while True:
+        try:
+            data = f.read(65536)
+        except OSError as exc:
+            if exc.errno == _errno.EIO:
+                break
+            raise
+        if not data:
             break
-        lines.append(LogLine(stream, ts, data[pos + _RECORD.size:end]))
-        pos = end
-    return lines, offset + pos
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 @attrs.frozen
@@ -250,7 +248,7 @@ class ExecProcess:
         threads = []
         for f, acc in ((self.stdout, out), (self.stderr, err)):
             if f is not None:
-                t = threading.Thread(target=lambda f=f, acc=acc: acc.append(f.read()), daemon=True)
+                t = threading.Thread(target=lambda f=f, acc=acc: acc.append(_read_all(f)), daemon=True)
                 t.start()
                 threads.append(t)
         if self.stdin is not None:
@@ -421,7 +419,9 @@ class Container:
                labels: Optional[Mapping[str, str]] = None, auto_remove: bool = False,
                cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (), privileged: bool = False,
                tty: bool = False, stdin_open: bool = False, stop_signal: Optional[str] = None,
-               shm_size=None, oom_score_adj: Optional[int] = None) -> "Container":
+               shm_size=None, oom_score_adj: Optional[int] = None,
+               restart_policy: Optional[Mapping[str, Any]] = None,
+               log_config: Optional[Mapping[str, Any]] = None) -> "Container":
         """Create a container from an image (docker-py's parameter names;
         env=, workdir=, memory="512m" and cpus=1.5 are accepted too)."""
         r = get_root(root)
@@ -436,6 +436,10 @@ class Container:
             mem_reservation=mem_reservation, nano_cpus=nano_cpus, cpus=cpus,
             cpu_shares=cpu_shares, cpu_quota=cpu_quota, cpu_period=cpu_period,
             cpuset_cpus=cpuset_cpus, pids_limit=pids_limit)
+        policy = _restart_policy(restart_policy)
+        if policy["Name"] != "no" and auto_remove:
+            raise InvalidArgument("a restart policy cannot be combined with auto_remove")
+        log_opts = _log_options(log_config)
         net = network_mode or network or "none"
         if net not in ("none", "host"):
             raise InvalidArgument(f"network {net!r}: only 'none' and 'host' are available so far")
@@ -515,6 +519,8 @@ class Container:
                     "PidsLimit": resources.pids_limit,
                     "ShmSize": shm or 64 * 1024 * 1024,
                     "OomScoreAdj": oom_score_adj or 0,
+                    "RestartPolicy": policy,
+                    "LogConfig": {"Type": "contain", "Config": log_opts},
                 },
                 "Mounts": [{"Type": "bind", "Source": m.source, "Destination": m.destination,
                             "RW": "ro" not in m.options} for m in r_mounts if m.type == "bind"],
@@ -622,19 +628,45 @@ class Container:
         try:
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             fds.append(devnull)
-            if state["Config"]["Tty"]:
-                master, slave = os.openpty()
-                fds += [master, slave]
-                stdio = (slave, slave, slave)
-                streams = [master]
+            cfg, host = state["Config"], state["HostConfig"]
+            flags: list[str] = []
+            console = -1
+            if cfg["Tty"]:
+                # The terminal is made inside, from the container's devpts;
+                # its master reaches the monitor over this socket.
+                mon_end, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                mon_end, console = mon_end.detach(), console.detach()
+                fds += [mon_end, console]
+                stdio = (devnull, devnull, devnull)
+                streams = [mon_end]
+                flags.append("--tty")
+                if cfg["OpenStdin"]:
+                    flags.append("--stdin")
             else:
                 out_r, out_w = os.pipe2(os.O_CLOEXEC)
                 err_r, err_w = os.pipe2(os.O_CLOEXEC)
                 fds += [out_r, out_w, err_r, err_w]
-                stdio = (devnull, out_w, err_w)
+                stdin = devnull
                 streams = [out_r, err_r]
+                if cfg["OpenStdin"]:
+                    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                    fds += [in_r, in_w]
+                    stdin = in_r
+                    streams_extra = [in_w]
+                    flags.append("--stdin")
+                else:
+                    streams_extra = []
+                stdio = (stdin, out_w, err_w)
+            log_opts = host.get("LogConfig", {}).get("Config", {})
+            if log_opts.get("max-size"):
+                flags += ["--log-max-size", str(log_opts["max-size"]),
+                          "--log-max-files", str(log_opts.get("max-file", 1))]
+            if host.get("RestartPolicy", {}).get("Name", "no") != "no":
+                flags += ["--", sys.executable, "-m", "contain._restart", self._root.path, self.id]
+            monitor_fds = streams + (streams_extra if not cfg["Tty"] else [])
             child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(),
-                          monitor=Monitor([self._dir, str(len(streams))], streams))
+                          monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds),
+                          console_socket=console)
         except BaseException as exc:
             with contextlib.suppress(ContainError):
                 cgroup.remove()
@@ -651,6 +683,7 @@ class Container:
             os.close(self._monitor_pidfd)
         self._monitor_pidfd = child.monitor_pidfd
         st = state["State"]
+        state["_contain"].pop("stopped_by_user", None)
         st.update(Status="running", Running=True, Paused=False, Pid=child.pid,
                   ExitCode=0, Error=str(child.exec_error or ""), OOMKilled=False,
                   StartedAt=_timefmt.now(), FinishedAt=_timefmt.ZERO)
@@ -666,6 +699,9 @@ class Container:
             return state
         with self._locked():
             return self._refresh_locked()
+
+    def _monitor_running(self) -> bool:
+        return self._monitor_alive(self._load())
 
     def _monitor_alive(self, state: dict) -> bool:
         extra = state["_contain"]
@@ -716,9 +752,15 @@ class Container:
         if state["HostConfig"].get("AutoRemove"):
             self._remove_files(state)
 
-    def wait(self, timeout: Optional[float] = None) -> int:
-        """Block until the container exits; returns its exit code."""
+    def wait(self, timeout: Optional[float] = None, condition: str = "not-running") -> int:
+        """Block until the container exits; returns its exit code.
+        condition: "not-running" (default), "next-exit" (the next exit even
+        if it is not running yet) or "removed"."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid wait condition: {condition}")
+        if condition in ("next-exit", "removed"):
+            return self._wait_polling(deadline, timeout, condition)
         while True:
             try:
                 state = self._refresh()
@@ -754,12 +796,47 @@ class Container:
 
     _last_exit: Optional[int] = None
 
+    def _wait_polling(self, deadline, timeout, condition: str) -> int:
+        started = None
+        with contextlib.suppress(ContainerNotFound):
+            started = self._load()["State"]["StartedAt"]
+        while True:
+            try:
+                st = self._refresh()["State"]
+            except ContainerNotFound:
+                if condition == "removed":
+                    return self._last_exit if self._last_exit is not None else 0
+                raise
+            if (condition == "next-exit" and not st["Running"] and st["Status"] == "exited"
+                    and (st["StartedAt"] != started or started == _timefmt.ZERO
+                         or _timefmt.parse(st["FinishedAt"]) >= _timefmt.parse(started))
+                    and st["StartedAt"] != _timefmt.ZERO):
+                return st["ExitCode"]
+            if condition == "removed" and not st["Running"]:
+                self._last_exit = st["ExitCode"]
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"container {self.short_id}: {condition} not reached after {timeout}s")
+            time.sleep(0.02)
+
+    def _mark_stopped_by_user(self) -> None:
+        """A container stopped by hand is not brought back by its restart policy."""
+        with self._locked():
+            state = self._load()
+            state["_contain"]["stopped_by_user"] = True
+            self._save(state)
+
     def kill(self, signal: Union[int, str, None] = "SIGKILL") -> None:
         """Send a signal to the container's main process."""
         sig = _signal_number(signal)
         state = self._refresh()
         if not state["State"]["Running"]:
             raise Conflict(f"container {self.short_id} is not running")
+        if sig in (_signal.SIGKILL, _signal_number(state["Config"].get("StopSignal") or "SIGTERM")):
+            self._mark_stopped_by_user()
+        if state["State"]["Paused"]:
+            # A frozen process takes no signal until thawed (SIGKILL included on v1).
+            with contextlib.suppress(ContainError):
+                self.unpause()
         fd = _open_pidfd(state["State"]["Pid"], state["_contain"].get("pid_start"))
         if fd is None:
             return
@@ -775,6 +852,7 @@ class Container:
         state = self._refresh()
         if not state["State"]["Running"]:
             return
+        self._mark_stopped_by_user()
         with contextlib.suppress(Conflict):
             self.kill(state["Config"].get("StopSignal") or "SIGTERM")
         try:
@@ -789,6 +867,60 @@ class Container:
     def restart(self, timeout: float = 10) -> None:
         self.stop(timeout)
         self.start()
+
+    def pause(self) -> None:
+        """Freeze every process of the container (cgroup freezer)."""
+        with self._locked():
+            state = self._refresh_locked()
+            if not state["State"]["Running"]:
+                raise Conflict(f"container {self.short_id} is not running")
+            if state["State"]["Paused"]:
+                raise Conflict(f"container {self.short_id} is already paused")
+            self._root.cgroups.open(self.id).freeze()
+            state["State"].update(Paused=True, Status="paused")
+            self._save(state)
+
+    def unpause(self) -> None:
+        with self._locked():
+            state = self._load()
+            if not state["State"]["Paused"]:
+                raise Conflict(f"container {self.short_id} is not paused")
+            with contextlib.suppress(NotFound):
+                self._root.cgroups.open(self.id).thaw()
+            state["State"].update(Paused=False, Status="running" if state["State"]["Running"] else "exited")
+            self._save(state)
+
+    def rename(self, name: str) -> None:
+        name = _names.check_name(name)
+        with self._locked():
+            state = self._load()
+            old = state["Name"].lstrip("/")
+            if name == old:
+                return
+            _names.claim(self._root.names, name, self.id)
+            state["Name"] = "/" + name
+            self._save(state)
+            _names.release(self._root.names, old, self.id)
+
+    def attach(self):
+        """A stream on the running container's stdio: iterate (stream, data)
+        frames; .send(bytes) writes its stdin (stdin_open=True or tty=True),
+        .resize(rows, cols) sets a tty's size; .exit_code once it ended."""
+        from ._attach import Attachment, connect
+
+        if not self._refresh()["State"]["Running"]:
+            raise Conflict(f"container {self.short_id} is not running")
+        return Attachment(connect(self._dir))
+
+    def attach_terminal(self, detach_keys: str = "ctrl-p,ctrl-q") -> Optional[int]:
+        """Connect the caller's terminal (raw mode, window size follows) until
+        the container exits (its exit code) or the detach keys (None)."""
+        from ._attach import attach_terminal
+
+        state = self._refresh()
+        with self.attach() as att:
+            return attach_terminal(att, stdin=state["Config"]["OpenStdin"],
+                                   tty=state["Config"]["Tty"], detach_keys=detach_keys)
 
     def remove(self, force: bool = False, v: bool = False) -> None:
         """Remove the container (force=True kills it first if running)."""
@@ -849,24 +981,45 @@ class Container:
         wanted = {s for s, on in ((STDOUT, stdout), (STDERR, stderr)) if on}
         since_ns = _to_ns(since)
         until_ns = _to_ns(until)
-        lines, offset = read_log(path)
 
         def keep(line: LogLine) -> bool:
             return (line.stream in wanted and (since_ns is None or line.time_ns >= since_ns)
                     and (until_ns is None or line.time_ns < until_ns))
 
-        selected = [ln for ln in lines if keep(ln)]
+        # Rotated files first (oldest first), then the live one.
+        for rotated in _rotated_logs(self._dir):
+            lines = _iter_records(rotated)
+            if tail not in (None, "all"):
+                lines = iter(list(lines))  # bounded by the rotation size
+            for line in lines:
+                if tail in (None, "all") and keep(line):
+                    yield _format(line, timestamps)
+        offset = 0
         if tail not in (None, "all"):
             n = int(tail)
-            selected = selected[-n:] if n > 0 else []
-        for line in selected:
-            yield _format(line, timestamps)
+            from collections import deque
+
+            last: deque = deque(maxlen=max(n, 0))
+            for rotated in _rotated_logs(self._dir):
+                last.extend(ln for ln in _iter_records(rotated) if keep(ln))
+            for line, offset in _iter_records_with_offset(path):
+                if keep(line):
+                    last.append(line)
+            for line in (last if n > 0 else ()):
+                yield _format(line, timestamps)
+        else:
+            for line, offset in _iter_records_with_offset(path):
+                if keep(line):
+                    yield _format(line, timestamps)
         if not follow:
             return
+        inode = _inode(path)
         while True:
             running = self._refresh()["State"]["Running"]
-            new, offset = read_log(path, offset)
-            for line in new:
+            if _inode(path) != inode:  # rotated under us: finish the old file
+                inode = _inode(path)
+                offset = 0
+            for line, offset in _iter_records_with_offset(path, offset):
                 if keep(line):
                     yield _format(line, timestamps)
             if not running:
@@ -876,7 +1029,7 @@ class Container:
     # ---------------------------------------------------------------- exec
     def exec(self, cmd, *, environment=None, env=None, workdir: Optional[str] = None,
              user: Optional[str] = None, stdin: bool = False, stdout: bool = True,
-             stderr: bool = True, privileged: bool = False) -> ExecProcess:
+             stderr: bool = True, privileged: bool = False, tty: bool = False) -> ExecProcess:
         """Start a command in the running container, like subprocess.Popen:
         .stdout/.stderr are pipes, .stdin one when stdin=True, .wait() the code."""
         state = self._refresh()
@@ -904,11 +1057,19 @@ class Container:
             raise Conflict(f"container {self.short_id} is not running")
         ours: list[int] = []
         theirs: list[int] = []
+        want_stdin = stdin
         try:
             devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             theirs.append(devnull)
             stdio = [devnull, devnull, devnull]
             files: list[Any] = [None, None, None]
+            console = None
+            if tty:
+                # One terminal, made inside the container, for all three.
+                console, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                theirs.append(child_end.detach())
+                process.terminal = True
+                stdin = stdout = stderr = False
             for i, wanted in enumerate((stdin, stdout, stderr)):
                 if wanted:
                     r, w = os.pipe2(os.O_CLOEXEC)
@@ -921,7 +1082,16 @@ class Container:
                 cg = self._root.cgroups.open(self.id).procs_files()
             except NotFound:
                 cg = []
-            child = join(pidfd, process, namespaces=namespaces, stdio=stdio, cgroup_procs=cg)
+            child = join(pidfd, process, namespaces=namespaces, stdio=stdio, cgroup_procs=cg,
+                         console_socket=theirs[-1] if console is not None else -1)
+            if console is not None:
+                with console:
+                    _, fds_in, _, _ = socket.recv_fds(console, 1, 1)
+                if not fds_in:
+                    raise RuntimeFailure("receive pty master", _errno.EPIPE)
+                master = fds_in[0]
+                files = [os.fdopen(os.dup(master), "wb", buffering=0) if want_stdin else None,
+                         os.fdopen(master, "rb", buffering=0), None]
         except BaseException:
             for fd in ours:
                 with contextlib.suppress(OSError):
@@ -936,11 +1106,11 @@ class Container:
     def exec_run(self, cmd, *, stdout: bool = True, stderr: bool = True, demux: bool = False,
                  environment=None, env=None, workdir: Optional[str] = None,
                  user: Optional[str] = None, privileged: bool = False,
-                 input: Optional[bytes] = None) -> ExecResult:
+                 input: Optional[bytes] = None, tty: bool = False) -> ExecResult:
         """docker-py's exec_run: run to completion, return (exit_code, output)."""
         proc = self.exec(cmd, environment=environment, env=env, workdir=workdir, user=user,
                          stdin=input is not None, stdout=stdout, stderr=stderr,
-                         privileged=privileged)
+                         privileged=privileged, tty=tty)
         out, err = proc.communicate(input)
         if demux:
             return ExecResult(proc.returncode, (out, err))
@@ -957,6 +1127,121 @@ def _to_ns(value) -> Optional[int]:
     if isinstance(value, _dt.datetime):
         return int(value.timestamp() * 1_000_000_000)
     return int(_timefmt.parse(str(value)) * 1_000_000_000)
+
+
+def _inode(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _iter_records_with_offset(path: str, offset: int = 0, chunk: int = 1 << 20):
+    """(record, offset after it) for the whole records of a log file, read in
+    bounded chunks: a 100 MB log never sits in memory at once."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        f.seek(offset)
+        buf = b""
+        pos = 0
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return
+            buf = buf[pos:] + data
+            pos = 0
+            while pos + _RECORD.size <= len(buf):
+                ts, length, stream, _flags, _ = _RECORD.unpack_from(buf, pos)
+                end = pos + _RECORD.size + length
+                if end > len(buf):
+                    break
+                offset += end - pos
+                yield LogLine(stream, ts, buf[pos + _RECORD.size:end]), offset
+                pos = end
+
+
+def _iter_records(path: str):
+    if path.endswith(".zst"):
+        import zstandard
+
+        with open(path, "rb") as f:
+            data = zstandard.ZstdDecompressor().stream_reader(f).read()
+        pos = 0
+        while pos + _RECORD.size <= len(data):
+            ts, length, stream, _flags, _ = _RECORD.unpack_from(data, pos)
+            end = pos + _RECORD.size + length
+            yield LogLine(stream, ts, data[pos + _RECORD.size:end])
+            pos = end
+        return
+    for line, _ in _iter_records_with_offset(path):
+        yield line
+
+
+def _rotated_logs(cdir: str) -> list[str]:
+    """Rotated log files, oldest first; plain ones are compressed with zstd
+    on the way (the monitor only renames, to stay small)."""
+    found: dict[int, str] = {}
+    for name in os.listdir(cdir):
+        if not name.startswith("container.log."):
+            continue
+        rest = name[len("container.log."):]
+        num, _, ext = rest.partition(".")
+        if not num.isdigit():
+            continue
+        path = os.path.join(cdir, name)
+        if ext == "" and not os.path.exists(path + ".zst"):
+            path = _compress_rotated(path)
+        elif ext == "":
+            continue
+        found[int(num)] = path
+    return [found[k] for k in sorted(found, reverse=True)]
+
+
+def _compress_rotated(path: str) -> str:
+    import zstandard
+
+    tmp = f"{path}.zst.{os.getpid()}.tmp"
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            zstandard.ZstdCompressor(level=3).copy_stream(src, dst)
+        os.replace(tmp, path + ".zst")
+        os.unlink(path)
+        return path + ".zst"
+    except FileNotFoundError:  # rotated again meanwhile
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        return path + ".zst" if os.path.exists(path + ".zst") else path
+
+
+def _restart_policy(policy) -> dict:
+    if not policy:
+        return {"Name": "no", "MaximumRetryCount": 0}
+    if isinstance(policy, str):
+        name, _, count = policy.partition(":")
+        policy = {"Name": name, "MaximumRetryCount": int(count) if count else 0}
+    name = policy.get("Name") or "no"
+    if name not in ("no", "always", "unless-stopped", "on-failure"):
+        raise InvalidArgument(f"invalid restart policy: {name}")
+    count = int(policy.get("MaximumRetryCount") or 0)
+    if count and name != "on-failure":
+        raise InvalidArgument(f"maximum retry count cannot be used with restart policy {name!r}")
+    return {"Name": name, "MaximumRetryCount": count}
+
+
+def _log_options(config) -> dict:
+    opts = dict((config or {}).get("Config", config or {}) if isinstance(config, Mapping) else {})
+    out: dict[str, Any] = {}
+    if opts.get("max-size"):
+        from .linux.cgroups import parse_size
+
+        out["max-size"] = parse_size(opts["max-size"])
+        out["max-file"] = int(opts.get("max-file", 1))
+        if out["max-file"] < 1:
+            raise InvalidArgument("max-file must be at least 1")
+    return out
 
 
 def _format(line: LogLine, timestamps: bool) -> bytes:

@@ -48,6 +48,7 @@ struct ct_process {
     int seccomp_len;
     int stdio[3];
     int tty;
+    int console_socket;
     int oom_score_adj_set;
     int oom_score_adj;
 };

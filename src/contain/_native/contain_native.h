@@ -54,6 +54,8 @@ struct ct_process {
     int seccomp_len;
     int stdio[3];         /* fds to become 0, 1, 2 (-1: /dev/null is not opened: keep) */
     int tty;              /* stdio[0] is a pty slave: new session, controlling terminal */
+    int console_socket;   /* >= 0: make the pty inside the container (its /dev/pts),
+                             send the master over this socket, use the slave as stdio */
     int oom_score_adj_set;
     int oom_score_adj;
 };

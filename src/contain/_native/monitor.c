@@ -1,19 +1,29 @@
 /* contain-monitor: the parent of one detached container.
  *
- *   contain-monitor STATE_DIR NSTREAMS
+ *   contain-monitor STATE_DIR NSTREAMS [options] [-- RESTART-COMMAND...]
+ *
+ *   --stdin            the fd after the streams is the container's stdin
+ *                      (a pipe's write end; with --tty, input goes to the
+ *                      pty master, which is stream 1)
+ *   --tty              stream 1 is a pty master
+ *   --log-max-size N   rotate container.log past N bytes ...
+ *   --log-max-files N  ... keeping N files in all (container.log.1, ...)
  *
  * fd 3 is a pidfd for the container's first process (our child); fds 4..
- * are the read ends of its output streams (stream 1 = stdout, 2 = stderr;
- * with a tty, one stream).  Each chunk of output becomes one record in
- * STATE_DIR/container.log:
+ * are the read ends of its output streams (stream 1 = stdout, 2 = stderr).
+ * Each line of output becomes one record in STATE_DIR/container.log:
  *
  *   u64 time (ns since the epoch) | u32 length | u8 stream | u8 flags | u16 0 | data
  *
- * one record per line (flags bit 0 set when the line was cut, not ended
- * by a newline).  When the container exits, the output is drained and
- * STATE_DIR/exit is written (via rename) with the status and time; then
- * the monitor exits.  It holds no other state, so it costs little memory
- * and a crash of it loses only what was in flight. */
+ * (flags bit 0: the line was cut, not ended by a newline).  Clients attach
+ * through STATE_DIR/attach.sock: they receive output frames and may send
+ * input, window sizes and end-of-input (see _attach.py).  When the
+ * container exits, output is drained, STATE_DIR/exit is written (via
+ * rename) with the status and time, attached clients get an exit frame,
+ * and the monitor exits -- or, given a restart command, execs it so that
+ * a restart policy can be applied by contain itself.  It holds no other
+ * state: it costs little memory and a crash of it loses only what was in
+ * flight. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +33,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +49,25 @@
 
 #define MAX_STREAMS 2
 #define LINE_MAX_BYTES 16384
+#define MAX_CLIENTS 8
+
+/* Attach protocol frames: u8 type | u32 length (little endian) | data. */
+enum { FRAME_STDIN = 0, FRAME_RESIZE = 1, FRAME_CLOSE_STDIN = 2, FRAME_STDOUT = 1 + 16,
+       FRAME_STDERR = 2 + 16, FRAME_EXIT = 3 + 16 };
+
+struct client {
+    int fd;
+    size_t used;
+    unsigned char buf[8192];
+};
+
+static struct client clients[MAX_CLIENTS];
+static int stdin_fd = -1;
+static int tty_fd = -1;
+static long long log_max_size = 0;
+static int log_max_files = 1;
+static long long log_size = 0;
+static const char *state_dir;
 
 struct record {
     uint64_t time_ns;
@@ -73,8 +107,68 @@ static void write_all(int fd, const void *data, size_t n)
     }
 }
 
+static void rotate(void)
+{
+    char from[4096], to[4096];
+    if (log_max_files <= 1) {
+        /* One file: start it again rather than grow without bound. */
+        if (ftruncate(log_fd, 0) == 0)
+            log_size = 0;
+        return;
+    }
+    for (int i = log_max_files - 1; i >= 1; i--) {
+        if (i == 1)
+            snprintf(from, sizeof from, "%s/container.log", state_dir);
+        else
+            snprintf(from, sizeof from, "%s/container.log.%d", state_dir, i - 1);
+        snprintf(to, sizeof to, "%s/container.log.%d", state_dir, i);
+        rename(from, to);
+        /* A compressed copy of the file we just replaced is stale. */
+        snprintf(to, sizeof to, "%s/container.log.%d.zst", state_dir, i);
+        unlink(to);
+    }
+    snprintf(from, sizeof from, "%s/container.log", state_dir);
+    int fd = open(from, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd >= 0) {
+        close(log_fd);
+        log_fd = fd;
+        log_size = 0;
+    }
+}
+
+static void drop_client(struct client *c)
+{
+    close(c->fd);
+    c->fd = -1;
+    c->used = 0;
+}
+
+static void send_frame(int type, const char *data, size_t n)
+{
+    unsigned char head[5] = {(unsigned char)type, (unsigned char)(n & 0xff), (unsigned char)((n >> 8) & 0xff),
+                             (unsigned char)((n >> 16) & 0xff), (unsigned char)((n >> 24) & 0xff)};
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+        struct client *c = &clients[i];
+        if (c->fd < 0)
+            continue;
+        /* A client too slow to take its output is dropped rather than let
+         * it stall the container (as docker attach does with a full pipe). */
+        struct iovec iov[2] = {{head, 5}, {(void *)data, n}};
+        struct msghdr msg = {0};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = 2;
+        ssize_t w = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w != (ssize_t)(n + 5))
+            drop_client(c);
+    }
+}
+
 static void emit(int stream, const char *data, size_t n, int cut)
 {
+    send_frame(stream == 2 ? FRAME_STDERR : FRAME_STDOUT, data, n);
+    if (log_max_size > 0 && log_size + (long long)n + 16 > log_max_size && log_size > 0)
+        rotate();
+    log_size += (long long)n + 16;
     struct record r = {now_ns(), (uint32_t)n, (uint8_t)stream, (uint8_t)(cut ? 1 : 0), 0};
     char head[sizeof r];
     memcpy(head, &r, sizeof r);
@@ -119,6 +213,62 @@ static int pump(struct stream *s, int id)
     return 1;
 }
 
+static void client_input(struct client *c)
+{
+    ssize_t n = read(c->fd, c->buf + c->used, sizeof c->buf - c->used);
+    if (n <= 0) {
+        drop_client(c);
+        return;
+    }
+    c->used += (size_t)n;
+    size_t pos = 0;
+    while (c->used - pos >= 5) {
+        unsigned char *f = c->buf + pos;
+        size_t len = (size_t)f[1] | (size_t)f[2] << 8 | (size_t)f[3] << 16 | (size_t)f[4] << 24;
+        if (len > sizeof c->buf - 5) {
+            drop_client(c);
+            return;
+        }
+        if (c->used - pos < 5 + len)
+            break;
+        int in = tty_fd >= 0 ? tty_fd : stdin_fd;
+        if (f[0] == FRAME_STDIN && in >= 0) {
+            write_all(in, f + 5, len);
+        } else if (f[0] == FRAME_RESIZE && len == 4 && tty_fd >= 0) {
+            struct winsize ws = {0};
+            ws.ws_row = (unsigned short)(f[5] | f[6] << 8);
+            ws.ws_col = (unsigned short)(f[7] | f[8] << 8);
+            ioctl(tty_fd, TIOCSWINSZ, &ws);
+        } else if (f[0] == FRAME_CLOSE_STDIN) {
+            if (tty_fd >= 0) {
+                /* End of input on a terminal is the EOF character. */
+                write_all(tty_fd, "\x04", 1);
+            } else if (stdin_fd >= 0) {
+                close(stdin_fd);
+                stdin_fd = -1;
+            }
+        }
+        pos += 5 + len;
+    }
+    memmove(c->buf, c->buf + pos, c->used - pos);
+    c->used -= pos;
+}
+
+static void accept_client(int lfd)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+        return;
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+        if (clients[i].fd < 0) {
+            clients[i].fd = fd;
+            clients[i].used = 0;
+            return;
+        }
+    }
+    close(fd);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -126,9 +276,57 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *dir = argv[1];
+    state_dir = dir;
     int nstreams = atoi(argv[2]);
     if (nstreams < 0 || nstreams > MAX_STREAMS)
         nstreams = 0;
+    int want_stdin = 0, tty = 0;
+    char **restart = NULL;
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--stdin"))
+            want_stdin = 1;
+        else if (!strcmp(argv[i], "--tty"))
+            tty = 1;
+        else if (!strcmp(argv[i], "--log-max-size") && i + 1 < argc)
+            log_max_size = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--log-max-files") && i + 1 < argc)
+            log_max_files = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--") && i + 1 < argc) {
+            restart = argv + i + 1;
+            break;
+        }
+    }
+    if (tty && nstreams > 0) {
+        /* fd 4 is a console socket: the container sends its pty master. */
+        char byte;
+        struct iovec iov = {&byte, 1};
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } u;
+        struct msghdr msg = {0};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = u.buf;
+        msg.msg_controllen = sizeof u.buf;
+        int master = -1;
+        if (recvmsg(4, &msg, MSG_CMSG_CLOEXEC) > 0) {
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            if (c && c->cmsg_type == SCM_RIGHTS)
+                memcpy(&master, CMSG_DATA(c), sizeof(int));
+        }
+        if (master >= 0) {
+            dup2(master, 4);  /* replaces the socket */
+            close(master);
+            tty_fd = 4;
+        } else {
+            nstreams = 0;  /* the container died before making its terminal */
+        }
+    }
+    if (want_stdin && !tty)
+        stdin_fd = 4 + nstreams;
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        clients[i].fd = -1;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
@@ -136,9 +334,33 @@ int main(int argc, char **argv)
     char path[4096], tmp[4096];
     snprintf(path, sizeof path, "%s/container.log", dir);
     log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    struct stat lst;
+    if (log_fd >= 0 && fstat(log_fd, &lst) == 0)
+        log_size = lst.st_size;
+
+    /* The socket is bound by a relative name from inside the state dir:
+     * state paths can be longer than a socket address allows. */
+    int lfd = -1;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0 && fchdir(dfd) == 0) {
+        struct sockaddr_un sa = {0};
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, "attach.sock");
+        unlink(sa.sun_path);
+        lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (lfd >= 0 && (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 8) < 0)) {
+            close(lfd);
+            lfd = -1;
+        }
+        if (chdir("/") < 0) {
+            /* only relative names used the state dir */
+        }
+    }
+    if (dfd >= 0)
+        close(dfd);
 
     static struct stream streams[MAX_STREAMS];
-    struct pollfd pfd[MAX_STREAMS + 1];
+    struct pollfd pfd[MAX_STREAMS + 2 + MAX_CLIENTS];
     int open_streams = 0;
     for (int i = 0; i < nstreams; i++) {
         streams[i].fd = 4 + i;
@@ -151,11 +373,23 @@ int main(int argc, char **argv)
     memset(&info, 0, sizeof info);
     uint64_t deadline = 0;
     while (!exited || open_streams > 0) {
-        int n = 0, idx[MAX_STREAMS + 1];
+        int n = 0, idx[MAX_STREAMS + 2 + MAX_CLIENTS];
         if (!exited) {
             pfd[n].fd = 3;
             pfd[n].events = POLLIN;
             idx[n++] = -1;
+            if (lfd >= 0) {
+                pfd[n].fd = lfd;
+                pfd[n].events = POLLIN;
+                idx[n++] = -2;
+            }
+            for (int i = 0; i < MAX_CLIENTS; i++) {
+                if (clients[i].fd < 0)
+                    continue;
+                pfd[n].fd = clients[i].fd;
+                pfd[n].events = POLLIN;
+                idx[n++] = 100 + i;
+            }
         }
         for (int i = 0; i < nstreams; i++) {
             if (streams[i].fd < 0)
@@ -185,6 +419,15 @@ int main(int argc, char **argv)
         for (int k = 0; k < n; k++) {
             if (!pfd[k].revents)
                 continue;
+            if (idx[k] == -2) {
+                accept_client(lfd);
+                continue;
+            }
+            if (idx[k] >= 100) {
+                if (clients[idx[k] - 100].fd >= 0)
+                    client_input(&clients[idx[k] - 100]);
+                continue;
+            }
             if (idx[k] < 0) {
                 if (waitid((idtype_t)P_PIDFD, 3, &info, WEXITED) == 0) {
                     exited = 1;
@@ -216,6 +459,27 @@ int main(int argc, char **argv)
         write_all(fd, line, (size_t)len);
         close(fd);
         rename(tmp, path);
+    }
+    unsigned char codebuf[4] = {(unsigned char)code, (unsigned char)(code >> 8), 0, 0};
+    send_frame(FRAME_EXIT, (const char *)codebuf, 4);
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        if (clients[i].fd >= 0)
+            drop_client(&clients[i]);
+    if (lfd >= 0) {
+        snprintf(path, sizeof path, "%s/attach.sock", dir);
+        unlink(path);
+    }
+    if (restart) {
+        /* Let contain decide on a restart, with the policy it recorded. */
+        close(3);
+        close(log_fd);
+        for (int i = 0; i < nstreams; i++)
+            if (streams[i].fd >= 0)
+                close(streams[i].fd);
+        if (stdin_fd >= 0)
+            close(stdin_fd);
+        execv(restart[0], restart);
+        return 127;
     }
     return 0;
 }

@@ -11,6 +11,8 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -34,15 +36,64 @@ void ct_reset_signals(void)
     }
 }
 
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+/* A terminal from the container's own devpts (so ttyname works inside):
+ * the master goes to whoever holds the other end of the console socket. */
+static int open_console(struct ct_process *proc, int *slave_out, struct ct_error *err)
+{
+    int unlock = 0;
+    int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        return ct_fail(err, "open /dev/pts/ptmx", NULL, errno);
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        return ct_fail(err, "unlock pty", NULL, errno);
+    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0)
+        return ct_fail(err, "open pty peer", NULL, errno);
+    char byte = 't';
+    struct iovec iov = {&byte, 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    __builtin_memset(&u, 0, sizeof u);
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof u.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    __builtin_memcpy(CMSG_DATA(c), &master, sizeof(int));
+    if (sendmsg(proc->console_socket, &msg, MSG_NOSIGNAL) < 0)
+        return ct_fail(err, "send pty master", NULL, errno);
+    close(master);
+    close(proc->console_socket);
+    *slave_out = slave;
+    return 0;
+}
+
 static int setup_stdio(struct ct_process *proc, struct ct_error *err)
 {
-    int moved[3];
+    int moved[3], src[3] = {proc->stdio[0], proc->stdio[1], proc->stdio[2]};
+    /* Memory is shared with the caller: the spec is never written here. */
+    if (proc->tty && proc->console_socket >= 0) {
+        int slave;
+        if (open_console(proc, &slave, err) < 0)
+            return -1;
+        src[0] = src[1] = src[2] = slave;
+    }
     /* Move the sources above 2 first so dup2 onto 0..2 cannot clobber a
      * source that happens to sit on one of those numbers. */
     for (int i = 0; i < 3; i++) {
         moved[i] = -1;
-        if (proc->stdio[i] >= 0) {
-            moved[i] = fcntl(proc->stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (src[i] >= 0) {
+            moved[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 3);
             if (moved[i] < 0)
                 return ct_fail(err, "duplicate stdio", NULL, errno);
         }

@@ -319,6 +319,11 @@ static int monitor_child(void *arg)
             die(c->err, "hand descriptors to the monitor", NULL, errno);
         }
     }
+    /* The caller's stdio is not the monitor's: a pipe held open here would
+     * keep, say, a shell waiting for EOF until the container ends. */
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int i = 0; i < 3 && nul >= 0; i++)
+        dup2(nul, i);
     syscall(SYS_close_range, 4U + (unsigned)mon->nfds, ~0U, CLOSE_RANGE_CLOEXEC);
     format_uint(c->pidbuf, (unsigned)pid);
     int n = 0;

@@ -102,7 +102,8 @@ class _Keep:
         return arr
 
 
-def _fill_process(keep: _Keep, cproc, proc: Process, stdio: Sequence[int]) -> None:
+def _fill_process(keep: _Keep, cproc, proc: Process, stdio: Sequence[int],
+                  console_socket: int = -1) -> None:
     cproc.argv = keep.strv(proc.args)
     cproc.envp = keep.strv(proc.env)
     cproc.cwd = keep.str(proc.cwd)
@@ -126,6 +127,7 @@ def _fill_process(keep: _Keep, cproc, proc: Process, stdio: Sequence[int]) -> No
     for i in range(3):
         cproc.stdio[i] = stdio[i] if i < len(stdio) and stdio[i] is not None else -1
     cproc.tty = proc.terminal
+    cproc.console_socket = console_socket
     cproc.oom_score_adj_set = proc.oom_score_adj is not None
     cproc.oom_score_adj = proc.oom_score_adj or 0
 
@@ -212,7 +214,7 @@ def _idmap(mappings) -> Optional[str]:
 
 def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
           cgroup_procs: Sequence[str] = (), join_ns_fds: Sequence[int] = (),
-          monitor: Optional[Monitor] = None) -> Child:
+          monitor: Optional[Monitor] = None, console_socket: int = -1) -> Child:
     """Start the spec's process in new namespaces; returns once it has exec'd.
 
     Raises RuntimeFailure naming the step when set-up fails (nothing of the
@@ -265,7 +267,8 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
         net = spec.namespace("network")
         cspec.loopback_up = net is not None and net.path is None
         cspec.mounts, cspec.nmounts = _mounts(keep, spec, userns)
-        _fill_process(keep, cspec.proc, spec.process, [s if s is not None else -1 for s in stdio])
+        _fill_process(keep, cspec.proc, spec.process, [s if s is not None else -1 for s in stdio],
+                      console_socket)
         _set_seccomp(keep, cspec.proc, spec.linux.seccomp)
         cmon = ffi.NULL
         if monitor is not None:
@@ -294,14 +297,14 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
 
 def join(pidfd: int, process: Process, *, namespaces: Sequence[str],
          stdio: Sequence[Optional[int]] = (None, None, None), cgroup_procs: Sequence[str] = (),
-         seccomp: Optional[bytes] = None) -> Child:
+         seccomp: Optional[bytes] = None, console_socket: int = -1) -> Child:
     """Run `process` inside the namespaces and cgroups of a running one."""
     keep = _Keep()
     flags = 0
     for kind in namespaces:
         flags |= CLONE_FLAGS[kind]
     cproc = ffi.new("struct ct_process *")
-    _fill_process(keep, cproc, process, [s if s is not None else -1 for s in stdio])
+    _fill_process(keep, cproc, process, [s if s is not None else -1 for s in stdio], console_socket)
     _set_seccomp(keep, cproc, seccomp)
     cg_fds: list[int] = []
     try:

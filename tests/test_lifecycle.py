@@ -1,0 +1,177 @@
+"""Docker-level lifecycle: detached containers outliving their caller, pause,
+rename, attach, tty, restart policies, log rotation and large logs."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+
+from contain import Conflict, Container, InvalidArgument
+
+
+def test_detached_container_outlives_its_caller(croot, busybox):
+    code = (
+        "import contain; c = contain.Container.run(%r, ['sh', '-c', 'echo started; sleep 60'],"
+        " root=%r, name='outlives'); print(c.id)" % (busybox.id, croot)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cid = out.stdout.strip()
+    c = Container.get("outlives", root=croot)
+    try:
+        assert c.id == cid and c.status == "running"
+        deadline = time.monotonic() + 5
+        while b"started" not in c.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.logs() == b"started\n"
+        assert c.exec_run(["echo", "hi"]).output == b"hi\n"
+        c.stop(timeout=0.5)
+        assert c.exit_code == 137
+    finally:
+        c.remove(force=True)
+
+
+def test_pause_and_unpause(run):
+    c = run(["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tick; sleep 0.05; done"])
+    time.sleep(0.3)
+    c.pause()
+    assert c.status == "paused" and c.status_text().endswith("(Paused)")
+    with pytest.raises(Conflict):
+        c.pause()
+    time.sleep(0.2)
+    upper = os.path.join(c._dir, "upper", "tick")
+    before = open(upper).read()
+    time.sleep(0.3)
+    assert open(upper).read() == before  # frozen: no tick written
+    c.unpause()
+    assert c.status == "running"
+    time.sleep(0.3)
+    assert open(upper).read() != before
+
+
+def test_kill_while_paused(run):
+    c = run(["sleep", "60"])
+    c.pause()
+    c.kill()
+    assert c.wait(timeout=30) == 137
+
+
+def test_rename(run, croot):
+    c = run(["sleep", "60"], name="before-rename")
+    c.rename("after-rename")
+    assert c.name == "after-rename"
+    assert Container.get("after-rename", root=croot) == c
+    with pytest.raises(Exception):
+        Container.get("before-rename", root=croot)
+    other = run(["sleep", "60"], name="taken-name")
+    with pytest.raises(Conflict):
+        c.rename("taken-name")
+    with pytest.raises(InvalidArgument):
+        c.rename("bad/name")
+    assert other.name == "taken-name"
+
+
+def test_attach_stdin_stream(run):
+    c = run(["sh", "-c", "read line; echo got:$line; cat"], stdin_open=True)
+    with c.attach() as att:
+        att.send(b"hello\nmore data\n")
+        att.close_stdin()
+        out = b"".join(data for stream, data in att)
+        assert att.exit_code == 0
+    assert out == b"got:hello\nmore data\n"
+    assert c.wait(timeout=10) == 0
+    assert c.logs() == b"got:hello\nmore data\n"
+
+
+def test_tty_container(run):
+    c = run(["sh", "-c", "tty; stty size"], tty=True)
+    assert c.wait(timeout=30) == 0
+    out = c.logs().decode().replace("\r", "").split("\n")
+    assert out[0].startswith("/dev/pts/")
+    c2 = run(["sh"], tty=True, stdin_open=True)
+    with c2.attach() as att:
+        att.resize(33, 101)
+        att.send(b"stty size; exit 4\n")
+        out = b"".join(data for _, data in att)
+    assert b"33 101" in out
+    assert c2.wait(timeout=10) == 4
+
+
+def test_exec_with_tty(run):
+    c = run(["sleep", "60"])
+    r = c.exec_run(["sh", "-c", "tty"], tty=True)
+    assert r.exit_code == 0 and r.output.strip().startswith(b"/dev/pts/")
+
+
+def test_restart_policy_on_failure(run):
+    c = run(["sh", "-c", "echo run; exit 3"], restart_policy={"Name": "on-failure", "MaximumRetryCount": 2})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        info = c.inspect()
+        if info["RestartCount"] == 2 and not info["State"]["Running"] and not c._monitor_running():
+            break
+        time.sleep(0.05)
+    assert c.inspect()["RestartCount"] == 2
+    assert c.logs() == b"run\nrun\nrun\n"
+    assert c.exit_code == 3
+
+
+def test_restart_policy_always_and_stop(run):
+    c = run(["sh", "-c", "echo up; sleep 0.2"], restart_policy="always")
+    deadline = time.monotonic() + 20
+    while c.inspect()["RestartCount"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.inspect()["RestartCount"] >= 2
+    c.stop(timeout=1)
+    time.sleep(1.0)
+    assert c.status == "exited"  # a stopped container is not brought back
+    with pytest.raises(InvalidArgument):
+        run(["true"], restart_policy="sometimes")
+
+
+def test_log_rotation_compresses_old_files(run):
+    c = run(["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"],
+            log_config={"max-size": "16k", "max-file": "3"})
+    assert c.wait(timeout=60) == 0
+    lines = c.logs().decode().split()
+    names = sorted(os.listdir(c._dir))
+    assert "container.log.1.zst" in names and "container.log.2.zst" in names
+    assert not any(n.startswith("container.log.3") for n in names)
+    # Only what fits in three files is kept, in order, ending with the last line.
+    assert lines[-1] == "line-2999"
+    numbers = [int(x.split("-")[1]) for x in lines]
+    assert numbers == list(range(numbers[0], 3000))
+    assert os.path.getsize(os.path.join(c._dir, "container.log")) <= 16 * 1024
+
+
+def test_large_output_without_loss(run):
+    size = 100 * 1000 * 1000
+    c = run(["sh", "-c", f"yes 012345678901234567890123456789012345678 | head -c {size}"])
+    assert c.wait(timeout=300) == 0
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = 0
+    count = 0
+    for line in c.logs(stream=True):
+        total += len(line)
+        count += 1
+    assert total == size and count == size // 40
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert grown_mib < 64, f"reading the logs grew the process by {grown_mib:.0f} MiB"
+
+
+def test_wait_conditions(run, croot, busybox):
+    c = Container.create(busybox, ["sh", "-c", "sleep 0.2; exit 9"], root=croot)
+    try:
+        with pytest.raises(TimeoutError):
+            c.wait(timeout=0.2, condition="next-exit")
+        c.start()
+        assert c.wait(timeout=30, condition="next-exit") == 9
+    finally:
+        c.remove(force=True)
+    c2 = run(["true"], auto_remove=True)
+    assert c2.wait(timeout=30, condition="removed") == 0
