@@ -175,3 +175,76 @@ def test_wait_conditions(run, croot, busybox):
         c.remove(force=True)
     c2 = run(["true"], auto_remove=True)
     assert c2.wait(timeout=30, condition="removed") == 0
+
+
+def test_diff_top_stats(run):
+    c = run(["sh", "-c", "echo x > /new; rm /bin/vi; sleep 30"])
+    deadline = time.monotonic() + 5
+    while not os.path.exists(os.path.join(c._dir, "upper", "new")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    changes = {d["Path"]: d["Kind"] for d in c.diff()}
+    assert changes["/new"] == 1 and changes["/bin/vi"] == 2 and changes["/bin"] == 0
+    top = c.top()
+    assert top["Titles"][1] == "PID" and any("sleep 30" in p[-1] for p in top["Processes"])
+    s = c.stats()
+    assert s["pids_stats"]["current"] >= 1 and s["memory_stats"]["usage"] > 0
+    assert s["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+
+
+def test_archive_copy_resolves_symlinks_inside(run, tmp_path):
+    import io
+    import tarfile
+
+    c = run(["sh", "-c", "mkdir -p /d; ln -s /etc /d/evil; ln -s ../../../../../etc/passwd /d/up; sleep 30"])
+    time.sleep(0.3)
+    data, info = c.get_archive("/d/up")
+    assert info["name"] == "up"
+    names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
+    assert names == ["up"]  # the link itself, not the host's /etc/passwd
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        ti = tarfile.TarInfo("planted.txt")
+        ti.size = 5
+        t.addfile(ti, io.BytesIO(b"owned"))
+    c.put_archive("/d/evil", buf.getvalue())
+    # The container's /etc got it; the host's did not.
+    assert not os.path.exists("/etc/planted.txt")
+    assert c.exec_run(["cat", "/etc/planted.txt"]).output == b"owned"
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as t:
+        ti = tarfile.TarInfo("../../escape.txt")
+        ti.size = 1
+        t.addfile(ti, io.BytesIO(b"x"))
+    with pytest.raises(InvalidArgument):
+        c.put_archive("/tmp", evil.getvalue())
+    through_link = io.BytesIO()
+    with tarfile.open(fileobj=through_link, mode="w") as t:
+        ti = tarfile.TarInfo("evil/x.txt")
+        ti.size = 1
+        t.addfile(ti, io.BytesIO(b"x"))
+    with pytest.raises(InvalidArgument):
+        c.put_archive("/d", through_link.getvalue())
+    c.kill()
+    c.wait(timeout=30)
+    # Stopped: the layers are mounted for the moment, and unmounted after.
+    data, info = c.get_archive("/etc/planted.txt")
+    assert info["size"] == 5
+    assert len(c.export()) > 1_000_000
+    with open("/proc/self/mountinfo") as f:
+        assert c.id not in f.read()
+
+
+def test_twenty_containers_at_once(run):
+    cs = [run(["sh", "-c", f"echo {i}; sleep 0.5"]) for i in range(20)]
+    assert [c.wait(timeout=60) for c in cs] == [0] * 20
+    assert [c.logs() for c in cs] == [f"{i}\n".encode() for i in range(20)]
+
+
+def test_exec_leaves_no_fd_or_process(run):
+    c = run(["sleep", "60"])
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        assert c.exec_run(["true"]).exit_code == 0
+    assert set(os.listdir("/proc/self/fd")) == before
+    assert len(c.top()["Processes"]) == 1

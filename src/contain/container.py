@@ -965,6 +965,179 @@ class Container:
             with contextlib.suppress(OSError):
                 os.close(self._monitor_pidfd)
 
+    # ---------------------------------------------------------- filesystem
+    @contextlib.contextmanager
+    def _root_fd(self, writable: bool = False) -> Iterator[int]:
+        """A directory fd of the container's root: the live one while it runs,
+        else its layers mounted (read-only unless writing) for the moment."""
+        state = self._refresh()
+        st = state["State"]
+        if st["Running"]:
+            pidfd = _open_pidfd(st["Pid"], state["_contain"].get("pid_start"))
+            if pidfd is not None:
+                try:
+                    fd = os.open(f"/proc/{st['Pid']}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                finally:
+                    os.close(pidfd)
+                try:
+                    yield fd
+                finally:
+                    os.close(fd)
+                return
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        lowers = self._root.store.lowerdirs(state["Image"])
+        target = self._path("merged")
+        if writable:
+            shutil.rmtree(self._path("work/work/incompat"), ignore_errors=True)
+            opts = f"lowerdir={':'.join(lowers)},upperdir={self._path('upper')},workdir={self._path('work')}"
+        else:
+            opts = f"lowerdir={':'.join([self._path('upper')] + lowers)}"
+        with self._locked():
+            if libc.mount(b"overlay", target.encode(), b"overlay", 0 if writable else 1, opts.encode()) != 0:
+                e = ctypes.get_errno()
+                raise RuntimeFailure("mount container root", e, target)
+            try:
+                fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    yield fd
+                finally:
+                    os.close(fd)
+            finally:
+                libc.umount2(target.encode(), 2)  # MNT_DETACH
+
+    def get_archive(self, path: str) -> tuple[bytes, dict]:
+        """A tar of `path` in the container and its stat (docker cp out).
+        Symlinks are resolved inside the container's root, never the host's."""
+        import io
+
+        from .linux.safepath import archive_from
+
+        buf = io.BytesIO()
+        with self._root_fd() as fd:
+            info = archive_from(fd, path, buf)
+        return buf.getvalue(), info
+
+    def put_archive(self, path: str, data) -> bool:
+        """Unpack a tar (bytes or a file) into directory `path` of the container."""
+        import io
+
+        from .linux.safepath import extract_into
+
+        stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+        with self._root_fd(writable=True) as fd:
+            extract_into(fd, path, stream)
+        return True
+
+    def export(self, fileobj=None):
+        """The container's filesystem as a tar (docker export): written to
+        `fileobj`, or returned as bytes."""
+        import io
+
+        from .oci.archive import export_directory
+
+        out = fileobj if fileobj is not None else io.BytesIO()
+        with self._root_fd() as fd:
+            export_directory(f"/proc/self/fd/{fd}", out)
+        return None if fileobj is not None else out.getvalue()
+
+    def diff(self) -> list[dict]:
+        """Changes against the image: [{"Path", "Kind"}], Kind 0 changed, 1 added, 2 deleted."""
+        state = self._load()
+        lowers = self._root.store.lowerdirs(state["Image"])
+        upper = self._path("upper")
+        changes: dict[str, int] = {}
+
+        def in_lowers(rel: str) -> bool:
+            return any(os.path.lexists(os.path.join(d, rel)) for d in lowers)
+
+        for dirpath, dirnames, filenames in os.walk(upper):
+            rel_dir = os.path.relpath(dirpath, upper)
+            for name in dirnames + filenames:
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                full = os.path.join(dirpath, name)
+                st = os.lstat(full)
+                if stat_is_whiteout(st):
+                    changes["/" + rel] = 2
+                    continue
+                changes["/" + rel] = 0 if in_lowers(rel) else 1
+        # A changed entry's parents are changed too (as Docker lists them).
+        for path in list(changes):
+            parent = os.path.dirname(path)
+            while parent not in ("/", ""):
+                changes.setdefault(parent, 0)
+                parent = os.path.dirname(parent)
+        return [{"Path": p, "Kind": k} for p, k in sorted(changes.items())]
+
+    def top(self) -> dict:
+        """The container's processes, like `docker top` (ps -ef columns)."""
+        cg = self._root.cgroups.open(self.id)
+        rows = []
+        ticks = os.sysconf("SC_CLK_TCK")
+        boot = time.time() - float(open("/proc/uptime").read().split()[0])
+        for pid in sorted(cg.pids()):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    raw = f.read()
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").strip().decode(errors="replace")
+                uid = os.stat(f"/proc/{pid}").st_uid
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            fields = raw[raw.rindex(b")") + 2:].split()
+            comm = raw[raw.index(b"(") + 1:raw.rindex(b")")].decode(errors="replace")
+            cpu = (int(fields[11]) + int(fields[12])) // ticks
+            started = time.strftime("%H:%M", time.localtime(boot + int(fields[19]) / ticks))
+            rows.append([str(uid), str(pid), fields[1].decode(), "0", started, "?",
+                         time.strftime("%H:%M:%S", time.gmtime(cpu)), cmd or f"[{comm}]"])
+        return {"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], "Processes": rows}
+
+    def stats(self, stream: bool = False):
+        """Resource use from the cgroups (and network bytes from the
+        container's namespace), shaped like Docker's stats; stream=True
+        yields one sample a second while the container runs."""
+        if stream:
+            return self._stats_stream()
+        return self._stats_once()
+
+    def _stats_stream(self):
+        while self._refresh()["State"]["Running"]:
+            yield self._stats_once()
+            time.sleep(1.0)
+
+    def _stats_once(self) -> dict:
+        state = self._refresh()
+        sample: dict[str, Any] = {"id": self.id, "name": state["Name"], "read": _timefmt.now()}
+        try:
+            cg = self._root.cgroups.open(self.id)
+            st = cg.stats()
+        except NotFound:
+            return sample
+        with open("/proc/stat") as f:
+            jiffies = sum(int(x) for x in f.readline().split()[1:8])
+        sample["cpu_stats"] = {"cpu_usage": {"total_usage": st.cpu_usage_ns or 0},
+                               "system_cpu_usage": jiffies * 10_000_000,
+                               "online_cpus": os.cpu_count() or 1}
+        sample["memory_stats"] = {"usage": st.memory_usage or 0, "max_usage": st.memory_max_usage or 0,
+                                  "limit": st.memory_limit or 0}
+        sample["pids_stats"] = {"current": st.pids_current or 0,
+                                "limit": state["HostConfig"].get("PidsLimit") or 0}
+        nets: dict[str, dict] = {}
+        pid = state["State"]["Pid"]
+        if pid and state["HostConfig"]["NetworkMode"] != "host":
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/net/dev") as f:
+                    for line in f.readlines()[2:]:
+                        name, _, rest = line.partition(":")
+                        v = rest.split()
+                        if name.strip() != "lo":
+                            nets[name.strip()] = {"rx_bytes": int(v[0]), "rx_packets": int(v[1]),
+                                                  "tx_bytes": int(v[8]), "tx_packets": int(v[9])}
+        sample["networks"] = nets
+        sample["blkio_stats"] = _blkio(cg)
+        return sample
+
     # ---------------------------------------------------------------- logs
     def logs(self, stdout: bool = True, stderr: bool = True, timestamps: bool = False,
              tail: Union[int, str, None] = None, since=None, until=None,
@@ -1127,6 +1300,39 @@ def _to_ns(value) -> Optional[int]:
     if isinstance(value, _dt.datetime):
         return int(value.timestamp() * 1_000_000_000)
     return int(_timefmt.parse(str(value)) * 1_000_000_000)
+
+
+def stat_is_whiteout(st: os.stat_result) -> bool:
+    import stat as _stat
+
+    return _stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _blkio(cg) -> dict:
+    """Bytes read and written from io.stat (v2) or blkio (v1)."""
+    read = write = 0
+    unified = cg.paths.get("unified")
+    try:
+        if "blkio" in cg.paths:
+            with open(os.path.join(cg.paths["blkio"], "blkio.throttle.io_service_bytes")) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[1] == "Read":
+                        read += int(parts[2])
+                    elif len(parts) == 3 and parts[1] == "Write":
+                        write += int(parts[2])
+        elif unified:
+            with open(os.path.join(unified, "io.stat")) as f:
+                for line in f:
+                    for kv in line.split()[1:]:
+                        k, _, v = kv.partition("=")
+                        if k == "rbytes":
+                            read += int(v)
+                        elif k == "wbytes":
+                            write += int(v)
+    except OSError:
+        pass
+    return {"io_service_bytes_recursive": [{"op": "read", "value": read}, {"op": "write", "value": write}]}
 
 
 def _inode(path: str) -> Optional[int]:
