@@ -248,3 +248,25 @@ def test_exec_leaves_no_fd_or_process(run):
         assert c.exec_run(["true"]).exit_code == 0
     assert set(os.listdir("/proc/self/fd")) == before
     assert len(c.top()["Processes"]) == 1
+
+
+def test_commit_carries_changes_and_deletions(run, croot):
+    c = run(["sh", "-c", "echo data > /made; rm /bin/vi; mkdir -p /opq; touch /opq/a"])
+    assert c.wait(timeout=30) == 0
+    img = c.commit("committed/test", "v1", changes=['CMD ["cat", "/made"]', "ENV COMMITTED=1"],
+                   message="from a test", author="tester")
+    try:
+        assert img.tags == ["committed/test:v1"]
+        assert img.config.cmd == ["cat", "/made"] and "COMMITTED=1" in img.config.env
+        assert len(img.layers) == 2
+        c2 = run(None, image=img)
+        assert c2.wait(timeout=30) == 0 and c2.logs() == b"data\n"
+        c3 = run(["sh", "-c", "ls /bin/vi; echo $COMMITTED"], image=img)
+        assert c3.wait(timeout=30) == 0
+        out = c3.logs()
+        assert b"No such file" in out and out.endswith(b"1\n")
+    finally:
+        for other in Container.list(all=True, root=croot):
+            if other.inspect()["Image"] == img.id:
+                other.remove(force=True)
+        img.remove(force=True)

@@ -966,6 +966,17 @@ class Container:
                 os.close(self._monitor_pidfd)
 
     # ---------------------------------------------------------- filesystem
+    def commit(self, repository: Optional[str] = None, tag: Optional[str] = None, *,
+               message: Optional[str] = None, author: Optional[str] = None, changes=None,
+               conf: Optional[Mapping[str, Any]] = None, pause: bool = True) -> Image:
+        """The writable layer as a new image (docker commit): deletions become
+        whiteouts; `changes` are Dockerfile lines ("CMD [\"sh\"]", "ENV A=b")."""
+        from ._commit import commit
+
+        record = commit(self._root, self.id, repository=repository, tag=tag, message=message,
+                        author=author, changes=changes, config_overrides=conf, pause=pause)
+        return Image(record, self._root)
+
     @contextlib.contextmanager
     def _root_fd(self, writable: bool = False) -> Iterator[int]:
         """A directory fd of the container's root: the live one while it runs,
