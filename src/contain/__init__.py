@@ -1,5 +1,6 @@
 """contain: run Linux containers inside your own Python program, with no daemon."""
 
+from .builder import Builder
 from .container import Container, ExecProcess, ExecResult
 from .errors import (
     AuthenticationError,
@@ -20,6 +21,7 @@ from .image import Image
 __version__ = "0.1.0"
 
 __all__ = [
+    "Builder",
     "Container",
     "ExecProcess",
     "ExecResult",
