@@ -46,7 +46,8 @@ def test_hostname_is_isolated(run):
 
 
 def test_only_loopback_in_network_namespace(run):
-    c = run(["sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/operstate; ip -o link"])
+    c = run(["sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/operstate; ip -o link"],
+            network="none")
     out = output(c)
     assert out.split()[0] == "lo"
     assert "UP" in out or "unknown" in out

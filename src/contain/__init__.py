@@ -16,7 +16,9 @@ from .errors import (
     RegistryError,
     RuntimeFailure,
 )
+from ._imageops import ProgressEvent, ProgressRenderer, login, logout
 from .image import Image
+from .network import Network
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,11 @@ __all__ = [
     "ExecProcess",
     "ExecResult",
     "Image",
+    "Network",
+    "ProgressEvent",
+    "ProgressRenderer",
+    "login",
+    "logout",
     "AuthenticationError",
     "Conflict",
     "ContainError",

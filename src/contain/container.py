@@ -43,6 +43,7 @@ from .linux.cgroups import Resources
 from .linux.runtime import Monitor, join, spawn
 from .linux.spec import Capabilities, Linux, Mount, Namespace, Process, Root as SpecRoot, Spec, User
 from .linux.users import resolve_user
+from .net import endpoint, ipam
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _RECORD = struct.Struct("=QIBBH")  # see _native/monitor.c
@@ -421,7 +422,8 @@ class Container:
                tty: bool = False, stdin_open: bool = False, stop_signal: Optional[str] = None,
                shm_size=None, oom_score_adj: Optional[int] = None,
                restart_policy: Optional[Mapping[str, Any]] = None,
-               log_config: Optional[Mapping[str, Any]] = None) -> "Container":
+               log_config: Optional[Mapping[str, Any]] = None, ports=None,
+               publish_all_ports: bool = False) -> "Container":
         """Create a container from an image (docker-py's parameter names;
         env=, workdir=, memory="512m" and cpus=1.5 are accepted too)."""
         r = get_root(root)
@@ -440,9 +442,10 @@ class Container:
         if policy["Name"] != "no" and auto_remove:
             raise InvalidArgument("a restart policy cannot be combined with auto_remove")
         log_opts = _log_options(log_config)
-        net = network_mode or network or "none"
-        if net not in ("none", "host"):
-            raise InvalidArgument(f"network {net!r}: only 'none' and 'host' are available so far")
+        net = network_mode or network or "bridge"
+        port_bindings = endpoint.parse_ports(ports)  # InvalidArgument now, not at start
+        if net not in ("none", "host", "bridge"):
+            ipam.load(r.path, net)  # NotFound for an unknown network
         caps = _capabilities(cap_add, cap_drop, privileged)
         ep = _as_list(entrypoint)
         cmd = _as_list(command)
@@ -471,6 +474,7 @@ class Container:
             os.makedirs(cdir, mode=0o700)
             for sub in ("upper", "work", "merged"):
                 os.mkdir(os.path.join(cdir, sub), 0o755)
+            _make_init_layer(os.path.join(cdir, "init"))
             state = {
                 "Id": cid,
                 "Created": _timefmt.now(),
@@ -494,6 +498,7 @@ class Container:
                     "Entrypoint": entry or None,
                     "WorkingDir": (working_dir if working_dir is not None else workdir) or cfg.working_dir or "",
                     "Labels": {**(cfg.labels or {}), **dict(labels or {})},
+                    "ExposedPorts": dict(cfg.exposed_ports or {}),
                     "Image": image if isinstance(image, str) else (img.tags[0] if img.tags else img.id),
                     "StopSignal": stop_signal or cfg.stop_signal or "SIGTERM",
                 },
@@ -504,6 +509,8 @@ class Container:
                     "ReadonlyRootfs": bool(read_only),
                     "AutoRemove": bool(auto_remove),
                     "NetworkMode": net,
+                    "PortBindings": _port_bindings(port_bindings),
+                    "PublishAllPorts": bool(publish_all_ports),
                     "Privileged": bool(privileged),
                     "CapAdd": list(cap_add),
                     "CapDrop": list(cap_drop),
@@ -526,6 +533,7 @@ class Container:
                             "RW": "ro" not in m.options} for m in r_mounts if m.type == "bind"],
                 "NetworkSettings": {"Networks": {}, "IPAddress": "", "Ports": {}},
                 "_contain": {"mounts": [attrs.asdict(m) for m in r_mounts],
+                             "ports": [f"{b.host_ip}:{b.host_port or ''}:{b.port}/{b.proto}" for b in port_bindings],
                              "resources": attrs.asdict(resources), "capabilities": caps},
             }
             _write_json(os.path.join(cdir, "state.json"), state)
@@ -553,7 +561,7 @@ class Container:
     def _spec(self, state: dict) -> Spec:
         cfg, host = state["Config"], state["HostConfig"]
         extra = state["_contain"]
-        lowers = self._root.store.lowerdirs(state["Image"])
+        lowers = self._lowerdirs(state)
         who = resolve_user(cfg["User"], [self._path("upper")] + lowers)
         env = cfg["Env"]
         if not any(e.startswith("HOME=") for e in env):
@@ -595,6 +603,13 @@ class Container:
                         readonly_paths=readonly_paths),
         )
 
+    def _lowerdirs(self, state: dict) -> list[str]:
+        """The image's layers under the container's init layer (the mount
+        points the runtime needs, kept out of the writable layer)."""
+        lowers = self._root.store.lowerdirs(state["Image"])
+        init = self._path("init")
+        return [init] + lowers if os.path.isdir(init) else lowers
+
     def start(self) -> None:
         """Start the container (again, after it exited: same writable layer,
         logs appended)."""
@@ -605,7 +620,30 @@ class Container:
             self._start_locked(state)
 
     def _start_locked(self, state: dict) -> None:
+        cfg, host = state["Config"], state["HostConfig"]
+        prepared = endpoint.prepare(
+            self._root, self.id, name=state["Name"].lstrip("/"), hostname=cfg["Hostname"],
+            network_mode=host["NetworkMode"], ports=state["_contain"].get("ports"),
+            publish_all=host.get("PublishAllPorts", False),
+            exposed_ports=cfg.get("ExposedPorts") or ())
+        try:
+            self._start_prepared(state, prepared)
+        except BaseException:
+            prepared.close()
+            with contextlib.suppress(ContainError):
+                endpoint.release(self._root, self.id)
+            raise
+        prepared.close()
+
+    def _start_prepared(self, state: dict, prepared) -> None:
         spec = self._spec(state)
+        join_fds = []
+        if prepared.netns_fd is not None:
+            spec.linux.namespaces = [n for n in spec.linux.namespaces if n.type != "network"]
+            spec.linux.namespaces.append(Namespace("network", path=prepared.netns_path))
+            join_fds.append(prepared.netns_fd)
+        spec.mounts += [Mount(dst, "bind", src, ["bind", "rw"]) for dst, src in prepared.files.items()]
+        state["NetworkSettings"] = prepared.settings
         # An overlay mounted with "volatile" refuses the same workdir until
         # this marker, left by the previous clean unmount, is gone.
         shutil.rmtree(self._path("work/work/incompat"), ignore_errors=True)
@@ -666,7 +704,7 @@ class Container:
             monitor_fds = streams + (streams_extra if not cfg["Tty"] else [])
             child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(),
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds),
-                          console_socket=console)
+                          console_socket=console, join_ns_fds=join_fds)
         except BaseException as exc:
             with contextlib.suppress(ContainError):
                 cgroup.remove()
@@ -746,6 +784,8 @@ class Container:
             with contextlib.suppress(ContainError, OSError):
                 oom = bool(cg.stats().oom_kills)
             cg.remove()
+        with contextlib.suppress(ContainError, OSError):
+            endpoint.release(self._root, self.id)
         st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,
                   FinishedAt=finished, OOMKilled=oom)
         self._save(state)
@@ -849,10 +889,11 @@ class Container:
 
     def stop(self, timeout: float = 10) -> None:
         """The stop signal (SIGTERM by default), then SIGKILL after timeout."""
+        # Marked first: a restart pending after an exit is cancelled too.
+        self._mark_stopped_by_user()
         state = self._refresh()
         if not state["State"]["Running"]:
             return
-        self._mark_stopped_by_user()
         with contextlib.suppress(Conflict):
             self.kill(state["Config"].get("StopSignal") or "SIGTERM")
         try:
@@ -940,6 +981,8 @@ class Container:
                 self._remove_files(self._load())
 
     def _remove_files(self, state: dict) -> None:
+        with contextlib.suppress(ContainError, OSError):
+            endpoint.release(self._root, self.id)
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
         if state["State"]["Status"] == "exited":
@@ -998,7 +1041,7 @@ class Container:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        lowers = self._root.store.lowerdirs(state["Image"])
+        lowers = self._lowerdirs(state)
         target = self._path("merged")
         if writable:
             shutil.rmtree(self._path("work/work/incompat"), ignore_errors=True)
@@ -1431,6 +1474,29 @@ def _compress_rotated(path: str) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         return path + ".zst" if os.path.exists(path + ".zst") else path
+
+
+# Mount points every container needs; in a layer of their own so that
+# neither the image nor the writable layer (and so no commit) carries them.
+_INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm", "dev/mqueue", "etc")
+_INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+
+
+def _make_init_layer(path: str) -> None:
+    for d in _INIT_DIRS:
+        os.makedirs(os.path.join(path, d), mode=0o755, exist_ok=True)
+    for f in _INIT_FILES:
+        with open(os.path.join(path, f), "w"):
+            pass
+
+
+def _port_bindings(bindings) -> dict:
+    """Docker's HostConfig.PortBindings: {"80/tcp": [{"HostIp": "", "HostPort": "9000"}]}."""
+    out: dict[str, list] = {}
+    for b in bindings:
+        out.setdefault(f"{b.port}/{b.proto}", []).append(
+            {"HostIp": b.host_ip or "", "HostPort": str(b.host_port or "")})
+    return out
 
 
 def _restart_policy(policy) -> dict:

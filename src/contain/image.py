@@ -7,10 +7,12 @@ the id is the config digest, as in Docker.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import attrs
 
+from . import _imageops
+from ._imageops import ProgressEvent
 from ._root import RootArg, get_root
 from .oci.imageconfig import ImageConfig
 from .storage.store import ImageRecord
@@ -108,6 +110,48 @@ class Image:
 
         r = get_root(root)
         return cls(import_rootfs(r.store, os.fspath(path), tag=tag, config_changes=config), r)
+
+    @classmethod
+    def pull(cls, ref: str, *, tag: Optional[str] = None, platform: Optional[str] = None,
+             progress: Optional[Callable[[ProgressEvent], None]] = None,
+             insecure: Optional[bool] = None, root: RootArg = None) -> "Image":
+        """`docker pull`: download, verify and unpack; bars in a terminal unless `progress`."""
+        r = get_root(root)
+        return cls(_imageops.pull(r, f"{ref}:{tag}" if tag else ref, platform=platform,
+                                  progress=progress, insecure=insecure), r)
+
+    def push(self, ref: Optional[str] = None, *, compression: str = "gzip",
+             progress: Optional[Callable[[ProgressEvent], None]] = None,
+             insecure: Optional[bool] = None) -> str:
+        """`docker push` to `ref` (default: the first tag); returns the manifest digest."""
+        digest = _imageops.push(self._root, self._record, ref, compression=compression,
+                                progress=progress, insecure=insecure)
+        self.reload()  # a push of the stored manifest adds a repo digest
+        return digest
+
+    @classmethod
+    def search(cls, term: str, *, registry: Optional[str] = None, limit: int = 25,
+               insecure: Optional[bool] = None) -> list[dict]:
+        """`docker search`: [{"name", "description", "star_count", ...}]."""
+        return _imageops.search(term, registry=registry, limit=limit, insecure=insecure)
+
+    def save(self, path: Union[str, os.PathLike], *, format: str = "docker-archive") -> None:
+        """`docker save` of this image with all its tags: docker-archive, oci-archive, oci-dir."""
+        _imageops.save(self._root, self.tags or [self.id], path, format=format)
+
+    @classmethod
+    def save_all(cls, images: Sequence[Union[str, "Image"]], path: Union[str, os.PathLike], *,
+                 format: str = "docker-archive", root: RootArg = None) -> None:
+        """Several images (refs, or Images with all their tags) in one archive."""
+        refs = [r for i in images for r in ((i.tags or [i.id]) if isinstance(i, Image) else [i])]
+        owner = next((i._root for i in images if isinstance(i, Image)), None)
+        _imageops.save(root if root is not None else owner, refs, path, format=format)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], *, root: RootArg = None) -> list["Image"]:
+        """`docker load` of a docker-archive or OCI layout (tar or directory)."""
+        r = get_root(root)
+        return [cls(rec, r) for rec in _imageops.load(r, path)]
 
     # ------------------------------------------------------------ changing
     def tag(self, repository: str, tag: Optional[str] = None) -> "Image":

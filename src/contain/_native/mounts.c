@@ -82,6 +82,11 @@ static int mkdir_parent(const char *path)
 
 static int make_target(struct ct_mount *m)
 {
+    struct stat st;
+    /* An existing target is used as it is: opening it for writing would
+     * copy it up into the writable layer, where a commit would find it. */
+    if (lstat(m->target, &st) == 0)
+        return 0;
     if (!m->is_file)
         return ct_mkdir_p(m->target, 0755);
     int r = mkdir_parent(m->target);
