@@ -34,7 +34,12 @@ def croot(tmp_path_factory):
     leftover = Container.list(all=True, root=path)
     for c in leftover:
         c.remove(force=True)
+    from contain import Network
     from contain._root import get_root
+
+    # Networks of this root (its default bridge included) go with it.
+    for net in Network.list(root=path):
+        net.remove(force=True)
 
     # The parent cgroup is shared by every container of the host; the
     # suite takes it away once its containers are gone (if no one else's remain).
