@@ -42,7 +42,7 @@ taussig tesla tharp thompson torvalds tu turing varahamihira vaughan villani vis
 volhard wescoff wilbur wiles williams williamson wilson wing wozniak wright wu yalow yonath
 zhukovsky""".split()
 
-NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+NAME_RE = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 def new_id() -> str:
@@ -51,7 +51,7 @@ def new_id() -> str:
 
 def check_name(name: str) -> str:
     name = name.lstrip("/")
-    if not NAME_RE.match("/" + name) or len(name) > 253:
+    if not NAME_RE.fullmatch("/" + name) or len(name) > 253:
         raise InvalidArgument(
             f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return name

@@ -14,6 +14,7 @@ import errno as _errno
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import signal as _signal
@@ -38,7 +39,8 @@ from .errors import (
     RuntimeFailure,
 )
 from .image import Image
-from .linux import defaults
+from .linux import defaults, devices, seccomp
+from .linux.sysctl import check_sysctls
 from .linux.cgroups import Resources
 from .linux.runtime import Monitor, join, spawn
 from .linux.spec import Capabilities, Linux, Mount, Namespace, Process, Root as SpecRoot, Spec, User
@@ -423,7 +425,9 @@ class Container:
                shm_size=None, oom_score_adj: Optional[int] = None,
                restart_policy: Optional[Mapping[str, Any]] = None,
                log_config: Optional[Mapping[str, Any]] = None, ports=None,
-               publish_all_ports: bool = False) -> "Container":
+               publish_all_ports: bool = False, security_opt: Optional[Sequence[str]] = None,
+               sysctls: Optional[Mapping[str, Any]] = None,
+               device_cgroup_rules: Optional[Sequence[str]] = None) -> "Container":
         """Create a container from an image (docker-py's parameter names;
         env=, workdir=, memory="512m" and cpus=1.5 are accepted too)."""
         r = get_root(root)
@@ -447,6 +451,11 @@ class Container:
         if net not in ("none", "host", "bridge"):
             ipam.load(r.path, net)  # NotFound for an unknown network
         caps = _capabilities(cap_add, cap_drop, privileged)
+        seccomp_setting = seccomp.setting_for_security_opt(security_opt, privileged=privileged)
+        sysctl_list = check_sysctls(sysctls, host_network=net == "host")
+        device_rules = devices.parse_rules(device_cgroup_rules or ())
+        if hostname is not None and (len(hostname) > 64 or not _HOSTNAME.fullmatch(hostname)):
+            raise InvalidArgument(f"invalid hostname {hostname!r}")
         ep = _as_list(entrypoint)
         cmd = _as_list(command)
         if ep is not None:
@@ -526,6 +535,9 @@ class Container:
                     "PidsLimit": resources.pids_limit,
                     "ShmSize": shm or 64 * 1024 * 1024,
                     "OomScoreAdj": oom_score_adj or 0,
+                    "SecurityOpt": list(security_opt or []),
+                    "Sysctls": {str(k): str(v) for k, v in (sysctls or {}).items()},
+                    "DeviceCgroupRules": list(device_cgroup_rules or []),
                     "RestartPolicy": policy,
                     "LogConfig": {"Type": "contain", "Config": log_opts},
                 },
@@ -534,7 +546,9 @@ class Container:
                 "NetworkSettings": {"Networks": {}, "IPAddress": "", "Ports": {}},
                 "_contain": {"mounts": [attrs.asdict(m) for m in r_mounts],
                              "ports": [f"{b.host_ip}:{b.host_port or ''}:{b.port}/{b.proto}" for b in port_bindings],
-                             "resources": attrs.asdict(resources), "capabilities": caps},
+                             "resources": attrs.asdict(resources), "capabilities": caps,
+                             "seccomp": seccomp_setting, "sysctl": sysctl_list,
+                             "device_rules": [str(r) for r in device_rules]},
             }
             _write_json(os.path.join(cdir, "state.json"), state)
         except BaseException:
@@ -600,7 +614,9 @@ class Container:
             mounts=mounts,
             linux=Linux(namespaces=namespaces, devices=list(defaults.DEVICES),
                         masked_paths=[] if host["Privileged"] else list(defaults.MASKED_PATHS),
-                        readonly_paths=readonly_paths),
+                        readonly_paths=readonly_paths,
+                        seccomp=seccomp.program_for_setting(extra.get("seccomp", "default"), caps),
+                        sysctl=[tuple(p) for p in extra.get("sysctl", [])]),
         )
 
     def _lowerdirs(self, state: dict) -> list[str]:
@@ -664,9 +680,12 @@ class Container:
             cgroup = manager.create(self.id, resources)
         fds: list[int] = []
         try:
+            cfg, host = state["Config"], state["HostConfig"]
+            # The device allowlist is in place before the first process enters.
+            devices.apply(cgroup, devices.rules_for(host.get("Privileged", False),
+                                                    host.get("DeviceCgroupRules", [])))
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             fds.append(devnull)
-            cfg, host = state["Config"], state["HostConfig"]
             flags: list[str] = []
             console = -1
             if cfg["Tty"]:
@@ -1310,6 +1329,8 @@ class Container:
             except NotFound:
                 cg = []
             child = join(pidfd, process, namespaces=namespaces, stdio=stdio, cgroup_procs=cg,
+                         seccomp=seccomp.program_for_setting(
+                             state["_contain"].get("seccomp", "default"), caps),
                          console_socket=theirs[-1] if console is not None else -1)
             if console is not None:
                 with console:
@@ -1475,6 +1496,9 @@ def _compress_rotated(path: str) -> str:
             os.unlink(tmp)
         return path + ".zst" if os.path.exists(path + ".zst") else path
 
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 # Mount points every container needs; in a layer of their own so that
 # neither the image nor the writable layer (and so no commit) carries them.

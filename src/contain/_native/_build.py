@@ -17,7 +17,7 @@ struct ct_error {
 
 enum ct_mount_kind {
     CT_MOUNT_NEW = 1, CT_MOUNT_BIND = 2, CT_MOUNT_MKNOD = 3,
-    CT_MOUNT_SYMLINK = 4, CT_MOUNT_MASK = 5, CT_MOUNT_READONLY = 6
+    CT_MOUNT_SYMLINK = 4, CT_MOUNT_MASK = 5, CT_MOUNT_READONLY = 6, CT_MOUNT_WRITE = 7
 };
 
 struct ct_mount {

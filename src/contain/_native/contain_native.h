@@ -22,7 +22,8 @@ enum ct_mount_kind {
     CT_MOUNT_MKNOD = 3,   /* a device node made inside the new root */
     CT_MOUNT_SYMLINK = 4, /* a symlink made inside the new root */
     CT_MOUNT_MASK = 5,    /* hide a path: /dev/null over a file, empty ro tmpfs over a dir */
-    CT_MOUNT_READONLY = 6 /* make an existing path read-only (bind over itself) */
+    CT_MOUNT_READONLY = 6, /* make an existing path read-only (bind over itself) */
+    CT_MOUNT_WRITE = 7    /* write `options` into the existing file `target` (sysctls) */
 };
 
 struct ct_mount {

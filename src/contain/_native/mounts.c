@@ -241,6 +241,22 @@ static int readonly_path(struct ct_mount *m, struct ct_error *err)
     return 0;
 }
 
+/* A sysctl: /proc/sys/... of the container's own namespaces, written
+ * after /proc is mounted and before /proc/sys is made read-only. */
+static int write_file(struct ct_mount *m, struct ct_error *err)
+{
+    int fd = open(m->target, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return ct_fail(err, "open sysctl", m->target, errno);
+    size_t len = ct_strlen(m->options);
+    ssize_t n = write(fd, m->options, len);
+    int saved = errno;
+    close(fd);
+    if (n < 0 || (size_t)n != len)
+        return ct_fail(err, "write sysctl", m->target, n < 0 ? saved : EIO);
+    return 0;
+}
+
 int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
 {
     for (int i = 0; i < spec->nmounts; i++) {
@@ -277,6 +293,10 @@ int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
             break;
         case CT_MOUNT_READONLY:
             if (readonly_path(m, err) < 0)
+                return -1;
+            break;
+        case CT_MOUNT_WRITE:
+            if (write_file(m, err) < 0)
                 return -1;
             break;
         default:

@@ -183,6 +183,8 @@ def _mounts(keep: _Keep, spec: Spec, userns: bool):
     if dev_is_tmpfs:
         for source, target in DEV_SYMLINKS:
             entries.append(dict(kind=lib.CT_MOUNT_SYMLINK, source=source, target=target))
+    for path, value in spec.linux.sysctl:
+        entries.append(dict(kind=lib.CT_MOUNT_WRITE, target=path, options=value))
     for path in spec.linux.masked_paths:
         entries.append(dict(kind=lib.CT_MOUNT_MASK, target=path))
     for path in spec.linux.readonly_paths:

@@ -86,6 +86,8 @@ class Linux:
     cgroups_path: Optional[str] = None
     resources: dict[str, Any] = attrs.field(factory=dict)
     seccomp: Optional[bytes] = None  # compiled BPF (struct sock_filter[])
+    # (/proc/sys/... path, value), checked by linux.sysctl.check_sysctls
+    sysctl: list[tuple[str, str]] = attrs.field(factory=list)
 
 
 @attrs.define
