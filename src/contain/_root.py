@@ -9,12 +9,16 @@ keep independent stores.  Several processes may share a root.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from typing import Optional, Union
 
 from .storage.store import Store
 
 _lock = threading.Lock()
+_INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm", "dev/mqueue", "etc")
+_INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
 _roots: dict[str, "Root"] = {}
 
 
@@ -40,6 +44,37 @@ class Root:
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.store = Store(path)
         self._cgroups = None
+        self._init_layer: Optional[str] = None
+        leftovers = [os.path.join(self.containers, n) for n in os.listdir(self.containers)
+                     if n.startswith(".removing-")]
+        for trash in leftovers:  # from a process that exited mid-delete
+            self.discard(trash)
+
+    def discard(self, path: str) -> None:
+        """Delete a renamed-away tree in the background."""
+        threading.Thread(target=shutil.rmtree, args=(path, True), daemon=True,
+                         name="contain-discard").start()
+
+    def init_layer(self) -> str:
+        """The layer of mount points every container needs (/proc, /dev,
+        /etc/hosts, ...), one per root, read-only under each container, so
+        that neither the image nor a writable layer (nor a commit) holds them."""
+        if self._init_layer is None:
+            path = os.path.join(self.path, "init-layer")
+            if not os.path.isdir(path):
+                tmp = tempfile.mkdtemp(prefix=".init-", dir=self.path)
+                for d in _INIT_DIRS:
+                    os.makedirs(os.path.join(tmp, d), mode=0o755, exist_ok=True)
+                for f in _INIT_FILES:
+                    with open(os.path.join(tmp, f), "w"):
+                        pass
+                os.chmod(tmp, 0o755)
+                try:
+                    os.rename(tmp, path)
+                except OSError:  # another process made it first
+                    shutil.rmtree(tmp, ignore_errors=True)
+            self._init_layer = path
+        return self._init_layer
 
     @property
     def cgroups(self):

@@ -334,7 +334,7 @@ class Container:
         if cid and os.path.isdir(r.container_dir(cid)):
             return cls(cid, r)
         if key and all(c in "0123456789abcdef" for c in key):
-            matches = [c for c in os.listdir(r.containers) if c.startswith(key)]
+            matches = [c for c in os.listdir(r.containers) if c.startswith(key) and not c.startswith(".")]
             if len(matches) == 1:
                 return cls(matches[0], r)
             if len(matches) > 1:
@@ -347,6 +347,8 @@ class Container:
         r = get_root(root)
         found = []
         for cid in os.listdir(r.containers):
+            if cid.startswith("."):
+                continue
             c = cls(cid, r)
             try:
                 state = c._refresh()
@@ -483,7 +485,6 @@ class Container:
             os.makedirs(cdir, mode=0o700)
             for sub in ("upper", "work", "merged"):
                 os.mkdir(os.path.join(cdir, sub), 0o755)
-            _make_init_layer(os.path.join(cdir, "init"))
             state = {
                 "Id": cid,
                 "Created": _timefmt.now(),
@@ -622,9 +623,7 @@ class Container:
     def _lowerdirs(self, state: dict) -> list[str]:
         """The image's layers under the container's init layer (the mount
         points the runtime needs, kept out of the writable layer)."""
-        lowers = self._root.store.lowerdirs(state["Image"])
-        init = self._path("init")
-        return [init] + lowers if os.path.isdir(init) else lowers
+        return [self._root.init_layer()] + self._root.store.lowerdirs(state["Image"])
 
     def start(self) -> None:
         """Start the container (again, after it exited: same writable layer,
@@ -1007,11 +1006,13 @@ class Container:
         if state["State"]["Status"] == "exited":
             self._last_exit = state["State"]["ExitCode"]
         _names.release(self._root.names, state["Name"].lstrip("/"), self.id)
-        # Rename first: a half-removed directory is never mistaken for a container.
+        # Renamed away at once (a half-removed directory is never mistaken
+        # for a container), deleted in the background: the files of a dead
+        # container hold nothing anyone waits for.
         trash = os.path.join(self._root.containers, f".removing-{self.id}")
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._dir, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+            self._root.discard(trash)
         if self._monitor_pidfd >= 0:
             os.close(self._monitor_pidfd)
             self._monitor_pidfd = -1
@@ -1499,20 +1500,6 @@ def _compress_rotated(path: str) -> str:
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-
-# Mount points every container needs; in a layer of their own so that
-# neither the image nor the writable layer (and so no commit) carries them.
-_INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm", "dev/mqueue", "etc")
-_INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
-
-
-def _make_init_layer(path: str) -> None:
-    for d in _INIT_DIRS:
-        os.makedirs(os.path.join(path, d), mode=0o755, exist_ok=True)
-    for f in _INIT_FILES:
-        with open(os.path.join(path, f), "w"):
-            pass
-
 
 def _port_bindings(bindings) -> dict:
     """Docker's HostConfig.PortBindings: {"80/tcp": [{"HostIp": "", "HostPort": "9000"}]}."""
