@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from typing import Iterator, Optional
 
 from .errors import Conflict, InvalidArgument
@@ -26,13 +27,19 @@ def connect(state_dir: str) -> socket.socket:
     dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            # Through the directory's fd: the full path may exceed sun_path.
-            sock.connect(f"/proc/self/fd/{dfd}/attach.sock")
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            raise Conflict("the container is not running (nothing to attach to)") from None
-        return sock
+        # The monitor binds its socket just after it starts: a caller that
+        # attaches right after run() may be a moment early.
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                # Through the directory's fd: the full path may exceed sun_path.
+                sock.connect(f"/proc/self/fd/{dfd}/attach.sock")
+                return sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline or os.path.exists(f"/proc/self/fd/{dfd}/exit"):
+                    sock.close()
+                    raise Conflict("the container is not running (nothing to attach to)") from None
+                time.sleep(0.005)
     finally:
         os.close(dfd)
 

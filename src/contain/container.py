@@ -717,6 +717,15 @@ class Container:
             if log_opts.get("max-size"):
                 flags += ["--log-max-size", str(log_opts["max-size"]),
                           "--log-max-files", str(log_opts.get("max-file", 1))]
+            # The monitor records the OOM kills and removes the cgroup when
+            # the container ends, whoever is (or is not) watching.
+            mem_dir = cgroup.paths.get("memory")
+            if mem_dir:
+                flags += ["--oom-file", os.path.join(mem_dir, "memory.oom_control")]
+            elif cgroup.paths.get("unified"):
+                flags += ["--oom-file", os.path.join(cgroup.paths["unified"], "memory.events")]
+            for d in cgroup.dirs():
+                flags += ["--cgroup", d]
             if host.get("RestartPolicy", {}).get("Name", "no") != "no":
                 flags += ["--", sys.executable, "-m", "contain._restart", self._root.path, self.id]
             monitor_fds = streams + (streams_extra if not cfg["Tty"] else [])
@@ -773,10 +782,13 @@ class Container:
         st = state["State"]
         if not st["Running"]:
             return state
+        oom_kills: Optional[int] = None
         try:
             with open(self._path("exit")) as f:
-                code_text, finished_ns = f.read().split()
-            code, finished = int(code_text), _timefmt.rfc3339(int(finished_ns))
+                fields = f.read().split()
+            code, finished = int(fields[0]), _timefmt.rfc3339(int(fields[1]))
+            if len(fields) > 2:
+                oom_kills = int(fields[2])
         except FileNotFoundError:
             if self._monitor_alive(state):
                 return state
@@ -791,16 +803,18 @@ class Container:
                 os.close(fd)
             code, finished = 255, _timefmt.now()
             st["Error"] = "the container's monitor died; its exit status is unknown"
-        self._finish(state, code, finished)
+        self._finish(state, code, finished, oom_kills)
         return state
 
-    def _finish(self, state: dict, code: int, finished: str) -> None:
+    def _finish(self, state: dict, code: int, finished: str, oom_kills: Optional[int] = None) -> None:
         st = state["State"]
-        oom = False
+        oom = bool(oom_kills)
         with contextlib.suppress(NotFound):
+            # Normally gone already: the monitor removes it.
             cg = self._root.cgroups.open(self.id)
-            with contextlib.suppress(ContainError, OSError):
-                oom = bool(cg.stats().oom_kills)
+            if oom_kills is None:
+                with contextlib.suppress(ContainError, OSError):
+                    oom = bool(cg.stats().oom_kills)
             cg.remove()
         with contextlib.suppress(ContainError, OSError):
             endpoint.release(self._root, self.id)

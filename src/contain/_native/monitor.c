@@ -8,6 +8,10 @@
  *   --tty              stream 1 is a pty master
  *   --log-max-size N   rotate container.log past N bytes ...
  *   --log-max-files N  ... keeping N files in all (container.log.1, ...)
+ *   --oom-file F       memory.oom_control (v1) or memory.events (v2): its
+ *                      oom_kill count goes into the exit file
+ *   --cgroup DIR       the container's cgroup directories, removed once it
+ *                      has exited (repeatable)
  *
  * fd 3 is a pidfd for the container's first process (our child); fds 4..
  * are the read ends of its output streams (stream 1 = stdout, 2 = stderr).
@@ -68,6 +72,42 @@ static long long log_max_size = 0;
 static int log_max_files = 1;
 static long long log_size = 0;
 static const char *state_dir;
+
+#define MAX_CGROUPS 12
+static const char *cgroups[MAX_CGROUPS];
+static int ncgroups;
+
+/* The "oom_kill N" field of memory.oom_control or memory.events. */
+static long long read_oom_kills(const char *file)
+{
+    char buf[4096];
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strstr(buf, "oom_kill ");
+    return p ? atoll(p + 9) : 0;
+}
+
+/* Empty once the container's processes are gone; they may take a moment
+ * to leave after its init died, so busy directories are retried briefly. */
+static void remove_cgroups(void)
+{
+    for (int i = 0; i < ncgroups; i++) {
+        for (int attempt = 0; attempt < 200; attempt++) {
+            if (rmdir(cgroups[i]) == 0 || errno == ENOENT)
+                break;
+            if (errno != EBUSY)
+                break;
+            struct timespec ts = {0, 5 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
 
 struct record {
     uint64_t time_ns;
@@ -165,7 +205,6 @@ static void send_frame(int type, const char *data, size_t n)
 
 static void emit(int stream, const char *data, size_t n, int cut)
 {
-    send_frame(stream == 2 ? FRAME_STDERR : FRAME_STDOUT, data, n);
     if (log_max_size > 0 && log_size + (long long)n + 16 > log_max_size && log_size > 0)
         rotate();
     log_size += (long long)n + 16;
@@ -196,6 +235,9 @@ static int pump(struct stream *s, int id)
         s->used = 0;
         return 0;
     }
+    /* Attached clients get output as it comes (a prompt has no newline);
+     * the log keeps whole lines. */
+    send_frame(id == 2 ? FRAME_STDERR : FRAME_STDOUT, s->buf + s->used, (size_t)n);
     s->used += (size_t)n;
     size_t start = 0;
     for (size_t i = 0; i < s->used; i++) {
@@ -277,10 +319,12 @@ int main(int argc, char **argv)
     }
     const char *dir = argv[1];
     state_dir = dir;
+    int lfd = -1;
     int nstreams = atoi(argv[2]);
     if (nstreams < 0 || nstreams > MAX_STREAMS)
         nstreams = 0;
     int want_stdin = 0, tty = 0;
+    const char *oom_file = NULL;
     char **restart = NULL;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--stdin"))
@@ -291,11 +335,36 @@ int main(int argc, char **argv)
             log_max_size = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--log-max-files") && i + 1 < argc)
             log_max_files = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--") && i + 1 < argc) {
+        else if (!strcmp(argv[i], "--oom-file") && i + 1 < argc)
+            oom_file = argv[++i];
+        else if (!strcmp(argv[i], "--cgroup") && i + 1 < argc) {
+            if (ncgroups < MAX_CGROUPS)
+                cgroups[ncgroups++] = argv[i + 1];
+            i++;
+        } else if (!strcmp(argv[i], "--") && i + 1 < argc) {
             restart = argv + i + 1;
             break;
         }
     }
+    /* The socket is bound by a relative name from inside the state dir:
+     * state paths can be longer than a socket address allows. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0 && fchdir(dfd) == 0) {
+        struct sockaddr_un sa = {0};
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, "attach.sock");
+        unlink(sa.sun_path);
+        lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (lfd >= 0 && (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 8) < 0)) {
+            close(lfd);
+            lfd = -1;
+        }
+        if (chdir("/") < 0) {
+            /* only relative names used the state dir */
+        }
+    }
+    if (dfd >= 0)
+        close(dfd);
     if (tty && nstreams > 0) {
         /* fd 4 is a console socket: the container sends its pty master. */
         char byte;
@@ -338,26 +407,6 @@ int main(int argc, char **argv)
     if (log_fd >= 0 && fstat(log_fd, &lst) == 0)
         log_size = lst.st_size;
 
-    /* The socket is bound by a relative name from inside the state dir:
-     * state paths can be longer than a socket address allows. */
-    int lfd = -1;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0 && fchdir(dfd) == 0) {
-        struct sockaddr_un sa = {0};
-        sa.sun_family = AF_UNIX;
-        strcpy(sa.sun_path, "attach.sock");
-        unlink(sa.sun_path);
-        lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (lfd >= 0 && (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 8) < 0)) {
-            close(lfd);
-            lfd = -1;
-        }
-        if (chdir("/") < 0) {
-            /* only relative names used the state dir */
-        }
-    }
-    if (dfd >= 0)
-        close(dfd);
 
     static struct stream streams[MAX_STREAMS];
     struct pollfd pfd[MAX_STREAMS + 2 + MAX_CLIENTS];
@@ -453,13 +502,15 @@ int main(int argc, char **argv)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) {
         char line[128];
-        int len = snprintf(line, sizeof line, "%d %llu\n", code, (unsigned long long)now_ns());
+        long long oom = oom_file ? read_oom_kills(oom_file) : 0;
+        int len = snprintf(line, sizeof line, "%d %llu %lld\n", code, (unsigned long long)now_ns(), oom);
         /* No fsync: the rename keeps readers from a torn file, and after a
          * power loss the container is gone anyway. */
         write_all(fd, line, (size_t)len);
         close(fd);
         rename(tmp, path);
     }
+    remove_cgroups();
     unsigned char codebuf[4] = {(unsigned char)code, (unsigned char)(code >> 8), 0, 0};
     send_frame(FRAME_EXIT, (const char *)codebuf, 4);
     for (int i = 0; i < MAX_CLIENTS; i++)
