@@ -19,6 +19,7 @@ from .errors import (
 from ._imageops import ProgressEvent, ProgressRenderer, login, logout
 from .image import Image
 from .network import Network
+from .volume import Volume
 
 __version__ = "0.1.0"
 
@@ -45,4 +46,9 @@ __all__ = [
     "NotFound",
     "RegistryError",
     "RuntimeFailure",
+    "Volume",
 ]
+
+from . import _display as _display
+
+_display.install()

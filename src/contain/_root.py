@@ -44,6 +44,7 @@ class Root:
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.store = Store(path)
         self._cgroups = None
+        self._id_maps = None
         self._init_layer: Optional[str] = None
         leftovers = [os.path.join(self.containers, n) for n in os.listdir(self.containers)
                      if n.startswith(".removing-")]
@@ -77,7 +78,29 @@ class Root:
         return self._init_layer
 
     @property
+    def rootless(self) -> bool:
+        from .linux.rootless import is_rootless
+
+        return is_rootless()
+
+    @property
+    def id_maps(self):
+        """The user namespace mappings of an ordinary user (None as root)."""
+        if self._id_maps is None and self.rootless:
+            from .linux.rootless import id_maps
+
+            self._id_maps = id_maps()
+        return self._id_maps
+
+    @property
     def cgroups(self):
+        if self._cgroups is None and self.rootless:
+            from .linux import rootless
+
+            if rootless.delegated_cgroup() is None:
+                # No delegated subtree: containers run in the caller's cgroup.
+                self._cgroups = rootless.NoCgroupManager()
+                return self._cgroups
         if self._cgroups is None:
             from .linux.cgroups import CgroupManager
 

@@ -43,7 +43,7 @@ from .linux import defaults, devices, seccomp
 from .linux.sysctl import check_sysctls
 from .linux.cgroups import Resources
 from .linux.runtime import Monitor, join, spawn
-from .linux.spec import Capabilities, Linux, Mount, Namespace, Process, Root as SpecRoot, Spec, User
+from .linux.spec import Linux, Mount, Namespace, Process, Root as SpecRoot, Spec, User
 from .linux.users import resolve_user
 from .net import endpoint, ipam
 
@@ -374,7 +374,13 @@ class Container:
 
     def inspect(self) -> dict:
         """The record, shaped like `docker inspect`."""
-        return self._refresh()
+        from ._health import read_health
+
+        state = self._refresh()
+        health = read_health(self._dir)
+        if health is not None:
+            state["State"]["Health"] = health
+        return state
 
     @property
     def status(self) -> str:
@@ -403,7 +409,14 @@ class Container:
         st = self._refresh()["State"]
         now = time.time()
         if st["Status"] == "running":
-            return "Up " + _timefmt.human_duration(now - _timefmt.parse(st["StartedAt"]))
+            from ._health import read_health
+
+            text = "Up " + _timefmt.human_duration(now - _timefmt.parse(st["StartedAt"]))
+            health = read_health(self._dir)
+            if health is not None:
+                status = health.get("Status")
+                text += " (health: starting)" if status == "starting" else f" ({status})"
+            return text
         if st["Status"] == "paused":
             return "Up " + _timefmt.human_duration(now - _timefmt.parse(st["StartedAt"])) + " (Paused)"
         if st["Status"] == "exited":
@@ -429,7 +442,8 @@ class Container:
                log_config: Optional[Mapping[str, Any]] = None, ports=None,
                publish_all_ports: bool = False, security_opt: Optional[Sequence[str]] = None,
                sysctls: Optional[Mapping[str, Any]] = None,
-               device_cgroup_rules: Optional[Sequence[str]] = None) -> "Container":
+               device_cgroup_rules: Optional[Sequence[str]] = None,
+               healthcheck: Optional[Mapping[str, Any]] = None) -> "Container":
         """Create a container from an image (docker-py's parameter names;
         env=, workdir=, memory="512m" and cpus=1.5 are accepted too)."""
         r = get_root(root)
@@ -448,7 +462,14 @@ class Container:
         if policy["Name"] != "no" and auto_remove:
             raise InvalidArgument("a restart policy cannot be combined with auto_remove")
         log_opts = _log_options(log_config)
-        net = network_mode or network or "bridge"
+        net = network_mode or network or ("none" if r.rootless else "bridge")
+        if r.rootless:
+            from .linux import rootless
+
+            if net not in rootless.NETWORK_MODES:
+                raise InvalidArgument(f"network {net!r} is not available to an ordinary user yet: "
+                                      f"use one of {', '.join(rootless.NETWORK_MODES)}")
+            rootless.check_resources(resources, delegated=rootless.delegated_cgroup())
         port_bindings = endpoint.parse_ports(ports)  # InvalidArgument now, not at start
         if net not in ("none", "host", "bridge"):
             ipam.load(r.path, net)  # NotFound for an unknown network
@@ -468,6 +489,15 @@ class Container:
         if not argv:
             raise InvalidArgument("no command specified (the image has no Cmd or Entrypoint)")
         r_mounts = _parse_volumes(volumes, r) + _parse_tmpfs(tmpfs)
+        from . import _health
+        from .volume import anonymous_mounts
+
+        health = _health.normalize(healthcheck) if healthcheck is not None else \
+            _health.normalize(cfg.healthcheck)
+        # The image's VOLUME paths not covered by a mount get fresh anonymous volumes.
+        for src, dst in anonymous_mounts(list(cfg.volumes or {}), [m.destination for m in r_mounts],
+                                         lowerdirs=r.store.lowerdirs(img.id), root=r):
+            r_mounts.append(Mount(dst, "bind", src, ["rbind", "rw"]))
         shm = shm_size
         if shm is not None:
             from .linux.cgroups import parse_size
@@ -511,6 +541,7 @@ class Container:
                     "ExposedPorts": dict(cfg.exposed_ports or {}),
                     "Image": image if isinstance(image, str) else (img.tags[0] if img.tags else img.id),
                     "StopSignal": stop_signal or cfg.stop_signal or "SIGTERM",
+                    "Healthcheck": health,
                 },
                 "HostConfig": {
                     "Binds": [f"{m.source}:{m.destination}:{'ro' if 'ro' in m.options else 'rw'}"
@@ -549,7 +580,8 @@ class Container:
                              "ports": [f"{b.host_ip}:{b.host_port or ''}:{b.port}/{b.proto}" for b in port_bindings],
                              "resources": attrs.asdict(resources), "capabilities": caps,
                              "seccomp": seccomp_setting, "sysctl": sysctl_list,
-                             "device_rules": [str(r) for r in device_rules]},
+                             "device_rules": [str(r) for r in device_rules],
+                             "creator_pid": os.getpid(), "userns": r.rootless},
             }
             _write_json(os.path.join(cdir, "state.json"), state)
         except BaseException:
@@ -607,7 +639,7 @@ class Container:
         readonly_paths = [] if host["Privileged"] else list(defaults.READONLY_PATHS)
         if layout.mode != "v2":
             readonly_paths.append("/sys/fs/cgroup")
-        return Spec(
+        spec = Spec(
             process=process,
             root=SpecRoot(self._path("merged"), readonly=host["ReadonlyRootfs"], lowerdirs=lowers,
                           upperdir=self._path("upper"), workdir=self._path("work")),
@@ -619,11 +651,19 @@ class Container:
                         seccomp=seccomp.program_for_setting(extra.get("seccomp", "default"), caps),
                         sysctl=[tuple(p) for p in extra.get("sysctl", [])]),
         )
+        if extra.get("userns"):
+            from .linux.rootless import adapt_spec
+
+            spec = adapt_spec(spec, self._root.id_maps, network_mode=host["NetworkMode"])
+        return spec
 
     def _lowerdirs(self, state: dict) -> list[str]:
         """The image's layers under the container's init layer (the mount
         points the runtime needs, kept out of the writable layer)."""
-        return [self._root.init_layer()] + self._root.store.lowerdirs(state["Image"])
+        from ._checkpoint import extra_lowerdirs
+
+        return (extra_lowerdirs(state) + [self._root.init_layer()]
+                + self._root.store.lowerdirs(state["Image"]))
 
     def start(self) -> None:
         """Start the container (again, after it exited: same writable layer,
@@ -681,8 +721,9 @@ class Container:
         try:
             cfg, host = state["Config"], state["HostConfig"]
             # The device allowlist is in place before the first process enters.
-            devices.apply(cgroup, devices.rules_for(host.get("Privileged", False),
-                                                    host.get("DeviceCgroupRules", [])))
+            if not state["_contain"].get("userns"):
+                devices.apply(cgroup, devices.rules_for(host.get("Privileged", False),
+                                                        host.get("DeviceCgroupRules", [])))
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             fds.append(devnull)
             flags: list[str] = []
@@ -729,9 +770,14 @@ class Container:
             if host.get("RestartPolicy", {}).get("Name", "no") != "no":
                 flags += ["--", sys.executable, "-m", "contain._restart", self._root.path, self.id]
             monitor_fds = streams + (streams_extra if not cfg["Tty"] else [])
+            userns_options: dict = {}
+            if state["_contain"].get("userns"):
+                from .linux.rootless import spawn_options
+
+                userns_options = spawn_options(self._root.id_maps)
             child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(),
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds),
-                          console_socket=console, join_ns_fds=join_fds)
+                          console_socket=console, join_ns_fds=join_fds, **userns_options)
         except BaseException as exc:
             with contextlib.suppress(ContainError):
                 cgroup.remove()
@@ -756,6 +802,10 @@ class Container:
         state["_contain"]["monitor_pid"] = child.monitor_pid
         state["_contain"]["monitor_start"] = _proc_start_time(child.monitor_pid)
         self._save(state)
+        if state["Config"].get("Healthcheck"):
+            from ._health import start_health_monitor
+
+            start_health_monitor(self, state)
 
     # ----------------------------------------------------------- lifecycle
     def _refresh(self) -> dict:
@@ -941,6 +991,20 @@ class Container:
         self.stop(timeout)
         self.start()
 
+    def checkpoint(self, name: str, timeout: float = 10) -> None:
+        """Record the writable layer as a named, read-only layer (a running
+        container is stopped and started again around it)."""
+        from ._checkpoint import checkpoint
+
+        checkpoint(self, name, timeout=timeout)
+
+    def reset(self, name: Optional[str] = None, restart: Optional[bool] = None) -> None:
+        """Put the writable layer back to a checkpoint (or the image's state),
+        restarting the process if it was running."""
+        from ._checkpoint import reset
+
+        reset(self, name, restart=restart)
+
     def pause(self) -> None:
         """Freeze every process of the container (cgroup freezer)."""
         with self._locked():
@@ -1009,8 +1073,15 @@ class Container:
                 self.kill("SIGKILL")
             self.wait()
         with self._locked():
-            with contextlib.suppress(ContainerNotFound):
-                self._remove_files(self._load())
+            try:
+                state = self._load()
+            except ContainerNotFound:
+                return
+            self._remove_files(state)
+        if v:
+            from .volume import remove_anonymous
+
+            remove_anonymous(state, root=self._root)
 
     def _remove_files(self, state: dict) -> None:
         with contextlib.suppress(ContainError, OSError):
@@ -1311,6 +1382,8 @@ class Container:
                           capabilities=defaults.capabilities_for(who.uid, caps),
                           no_new_privileges=not (privileged or state["HostConfig"]["Privileged"]))
         namespaces = ["mount", "pid", "uts", "ipc", "cgroup"]
+        if state["_contain"].get("userns"):
+            namespaces.insert(0, "user")  # first: it owns the others
         if state["HostConfig"]["NetworkMode"] != "host":
             namespaces.append("network")
         pidfd = _open_pidfd(state["State"]["Pid"], state["_contain"].get("pid_start"))

@@ -68,6 +68,8 @@ struct ct_spec {
     struct ct_mount *mounts;
     int nmounts;
     struct ct_process proc;
+    const char *const *uidmap_helper;
+    const char *const *gidmap_helper;
 };
 
 struct ct_child {

@@ -76,6 +76,11 @@ struct ct_spec {
     struct ct_mount *mounts;
     int nmounts;
     struct ct_process proc;
+    /* Rootless: with CLONE_NEWUSER, run these setuid helpers (newuidmap,
+     * newgidmap: argv[0] is the path; an entry "{pid}" becomes the child's
+     * pid) instead of writing uid_map/gid_map; NULL: write the maps. */
+    const char *const *uidmap_helper;
+    const char *const *gidmap_helper;
 };
 
 struct ct_child {

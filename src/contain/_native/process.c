@@ -176,7 +176,9 @@ int ct_setup_process(struct ct_process *proc, struct ct_error *err)
         return -1;
     if (proc->set_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
         return ct_fail(err, "keep capabilities", NULL, errno);
-    if (syscall(SYS_setgroups, proc->ngroups, proc->groups) < 0)
+    /* In a user namespace with setgroups denied (a single-id mapping) an
+     * empty list is the only one possible, and it is what we have. */
+    if (syscall(SYS_setgroups, proc->ngroups, proc->groups) < 0 && !(errno == EPERM && proc->ngroups == 0))
         return ct_fail(err, "setgroups", NULL, errno);
     if (syscall(SYS_setresgid, proc->gid, proc->gid, proc->gid) < 0)
         return ct_fail(err, "setgid", NULL, errno);

@@ -51,8 +51,11 @@ struct spawn_ctx {
     int grandchild_pidfd;
     /* monitored start */
     struct ct_monitor *mon;
-    char *stack_c, *stack_m;
+    char *stack_c, *stack_m, *stack_h;
     int child_pid, monitor_pid, monitor_pidfd;
+    /* an id map helper (newuidmap/newgidmap) about to be exec'd */
+    const char *helper_argv[24];
+    int helper_err_w;
     char pidbuf[16];
 };
 
@@ -257,15 +260,121 @@ static void reap(int pid)
         ;
 }
 
-/* Write the child's id maps, then let it go on.  Runs in whichever process
- * is the child's parent (the caller, or the monitor-to-be). */
+static void format_uint(char *buf, unsigned int u);
+
+/* The id map helper, vforked: its stderr goes to a pipe so that its
+ * complaint ("newuidmap: write to uid_map failed: ...") reaches the error. */
+static int helper_child(void *arg)
+{
+    struct spawn_ctx *c = arg;
+    ct_reset_signals();
+    if (dup2(c->helper_err_w, 2) < 0 || dup2(c->helper_err_w, 1) < 0)
+        _exit(126);
+    sigprocmask(SIG_SETMASK, &c->mask, NULL);
+    const char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    execve(c->helper_argv[0], (char *const *)c->helper_argv, (char *const *)envp);
+    _exit(errno == ENOENT ? 127 : 126);
+}
+
+static void append(char *buf, size_t cap, size_t *n, const char *text)
+{
+    for (; text && *text && *n + 1 < cap; text++)
+        buf[(*n)++] = *text;
+    buf[*n] = 0;
+}
+
+/* Run newuidmap/newgidmap for the child `pid` and check that it succeeded.
+ * The step named in an error is the helper's file name. */
+static int run_map_helper(struct spawn_ctx *c, const char *const *argv, int pid)
+{
+    char pidbuf[16], detail[sizeof c->err->detail], out[160];
+    const char *name = argv[0];
+    int n = 0, p[2], status = 0;
+
+    for (const char *q = argv[0]; *q; q++)
+        if (*q == '/')
+            name = q + 1;
+    format_uint(pidbuf, (unsigned)pid);
+    for (; argv[n] && n < 23; n++) {
+        const char *a = argv[n];
+        c->helper_argv[n] = (a[0] == '{' && a[1] == 'p' && a[2] == 'i' && a[3] == 'd' && a[4] == '}' && !a[5])
+                            ? pidbuf : a;
+    }
+    c->helper_argv[n] = NULL;
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return ct_fail(c->err, name, "create pipe for its messages", errno);
+    c->helper_err_w = p[1];
+    /* The helper runs on its own stack; we wait (CLONE_VFORK) until it has
+     * exec'd, then until it exits. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    int hpid = clone(helper_child, c->stack_h, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(p[1]);
+    if (hpid < 0) {
+        close(p[0]);
+        return ct_fail(c->err, name, "clone", e);
+    }
+    while (waitpid(hpid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            e = errno;
+            close(p[0]);
+            return ct_fail(c->err, name, "wait", e);
+        }
+    }
+    ssize_t got = read(p[0], out, sizeof out - 1);
+    close(p[0]);
+    out[got > 0 ? got : 0] = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    size_t dn = 0;
+    char num[16];
+    detail[0] = 0;
+    if (WIFEXITED(status)) {
+        format_uint(num, (unsigned)WEXITSTATUS(status));
+        append(detail, sizeof detail, &dn, "exit status ");
+    } else {
+        format_uint(num, (unsigned)WTERMSIG(status));
+        append(detail, sizeof detail, &dn, "killed by signal ");
+    }
+    append(detail, sizeof detail, &dn, num);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127 && !out[0])
+        append(detail, sizeof detail, &dn, ": helper not found: ");
+    else if (out[0])
+        append(detail, sizeof detail, &dn, ": ");
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127 && !out[0])
+        append(detail, sizeof detail, &dn, argv[0]);
+    /* One line of its message, without the trailing newline. */
+    for (char *q = out; *q; q++)
+        if (*q == '\n') {
+            *q = 0;
+            break;
+        }
+    append(detail, sizeof detail, &dn, out);
+    return ct_fail(c->err, name, detail, 0);
+}
+
+/* Write the child's id maps (or have newuidmap/newgidmap write them), then
+ * let it go on.  Runs in whichever process is the child's parent (the
+ * caller, or the monitor-to-be). */
 static int map_and_release(struct spawn_ctx *c, int pid)
 {
     struct ct_spec *s = c->spec;
     close(c->go_r);
-    int ok = (!s->gid_map || (write_file(pid, "setgroups", "deny", c->err) == 0 &&
-                              write_file(pid, "gid_map", s->gid_map, c->err) == 0)) &&
-             (!s->uid_map || write_file(pid, "uid_map", s->uid_map, c->err) == 0);
+    int ok;
+    if (s->gidmap_helper)
+        ok = run_map_helper(c, s->gidmap_helper, pid) == 0;
+    else
+        /* Only an unprivileged writer must deny setgroups (and then the
+         * container cannot call it); root keeps it for the container. */
+        ok = !s->gid_map || ((geteuid() == 0 || write_file(pid, "setgroups", "deny", c->err) == 0) &&
+                             write_file(pid, "gid_map", s->gid_map, c->err) == 0);
+    if (ok && s->uidmap_helper)
+        ok = run_map_helper(c, s->uidmap_helper, pid) == 0;
+    else if (ok)
+        ok = !s->uid_map || write_file(pid, "uid_map", s->uid_map, c->err) == 0;
     if (ok && write(c->go_w, "g", 1) != 1)
         ok = ct_fail(c->err, "release child", NULL, errno) == 0;
     close(c->go_w);
@@ -374,7 +483,9 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         close(done[1]);
         return ct_fail(err, "create sync pipe", NULL, errno);
     }
-    size_t stacks = (mon ? 3 : 1) * STACK_SIZE;
+    /* container, monitor, launcher, and the id map helper's (only touched
+     * when one runs: pages are allocated on use) */
+    size_t stacks = 4 * STACK_SIZE;
     char *stack = mmap(NULL, stacks, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
         ct_fail(err, "allocate stack", NULL, errno);
@@ -393,6 +504,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     c.child_pid = c.monitor_pid = c.monitor_pidfd = -1;
     c.stack_c = stack + STACK_SIZE;
     c.stack_m = stack + 2 * STACK_SIZE;
+    c.stack_h = stack + 4 * STACK_SIZE;
     block_signals(&old);
     c.mask = old;
     if (mon)

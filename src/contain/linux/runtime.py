@@ -216,8 +216,15 @@ def _idmap(mappings) -> Optional[str]:
 
 def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
           cgroup_procs: Sequence[str] = (), join_ns_fds: Sequence[int] = (),
-          monitor: Optional[Monitor] = None, console_socket: int = -1) -> Child:
+          monitor: Optional[Monitor] = None, console_socket: int = -1,
+          uidmap_helper: Optional[Sequence[str]] = None,
+          gidmap_helper: Optional[Sequence[str]] = None) -> Child:
     """Start the spec's process in new namespaces; returns once it has exec'd.
+
+    With a user namespace, `uidmap_helper`/`gidmap_helper` (argv of
+    newuidmap/newgidmap, "{pid}" standing for the child; see
+    linux.rootless.id_maps) write the maps instead of the parent: what an
+    ordinary user needs for more than their own id.
 
     Raises RuntimeFailure naming the step when set-up fails (nothing of the
     child is left).  If only the exec failed, the child has exited 126/127
@@ -248,6 +255,10 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
         cspec.cgroup_dir_fd = -1
         cspec.uid_map = keep.str(_idmap(spec.linux.uid_mappings))
         cspec.gid_map = keep.str(_idmap(spec.linux.gid_mappings))
+        if (uidmap_helper or gidmap_helper) and not userns:
+            raise InvalidArgument("id map helpers need a user namespace in the spec")
+        cspec.uidmap_helper = keep.strv(list(uidmap_helper)) if uidmap_helper else ffi.NULL
+        cspec.gidmap_helper = keep.strv(list(gidmap_helper)) if gidmap_helper else ffi.NULL
         cspec.rootfs = keep.str(spec.root.path)
         root = spec.root
         if root.lowerdirs:
@@ -259,6 +270,10 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
                 if len(root.lowerdirs) == 1:
                     # overlay wants two lowers when there is no upper layer.
                     opts = f"lowerdir={root.lowerdirs[0]}:{root.lowerdirs[0]}"
+            if userns:
+                # Inside a user namespace overlay keeps its whiteout and
+                # opaque markers in user.overlay.* xattrs (Linux >= 5.11).
+                opts += ",userxattr"
             if len(opts) > 4000:
                 raise InvalidArgument(f"too many image layers for one overlay mount ({len(root.lowerdirs)})")
             cspec.overlay = keep.str(opts)

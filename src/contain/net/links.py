@@ -39,6 +39,37 @@ def _check(rc: int, step: str) -> None:
         raise RuntimeFailure(step, err)
 
 
+def _off_event_loop(fn: Callable[..., T]) -> Callable[..., T]:
+    """pyroute2 drives its sockets with asyncio and cannot do so on a thread
+    whose event loop is already running (a Jupyter cell, an async caller):
+    there, the call runs on a short-lived thread of its own."""
+    import asyncio
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["result"] = fn(*args, **kwargs)
+            except BaseException as exc:  # re-raised on the caller's thread
+                box["error"] = exc
+
+        t = threading.Thread(target=call, name="contain-netlink")
+        t.start()
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return wrapper
+
+
 @contextlib.contextmanager
 def _ipr() -> Iterator[IPRoute]:
     # No multicast groups: we only make requests, and subscribed groups
@@ -57,6 +88,7 @@ def _netlink_failure(step: str, exc: NetlinkError) -> RuntimeFailure:
     return RuntimeFailure(step, exc.code, str(exc.args[1]) if len(exc.args) > 1 else "")
 
 
+@_off_event_loop
 def in_netns(netns_fd: Optional[int], work: Callable[[IPRoute], T]) -> tuple[T, int]:
     """Run work(ipr) with a netlink socket inside a network namespace.
 
@@ -98,6 +130,7 @@ def in_netns(netns_fd: Optional[int], work: Callable[[IPRoute], T]) -> tuple[T, 
 
 
 # ------------------------------------------------------------------ host view
+@_off_event_loop
 def host_mtu() -> int:
     """MTU of the interface carrying the host's IPv4 default route."""
     # /proc and /sys instead of netlink: this runs on every container start.
@@ -113,6 +146,7 @@ def host_mtu() -> int:
     return DEFAULT_MTU
 
 
+@_off_event_loop
 def host_networks() -> list[ipaddress.IPv4Network]:
     """Every IPv4 prefix the host routes or holds an address in (all tables)."""
     found: list[ipaddress.IPv4Network] = []
@@ -129,6 +163,7 @@ def host_networks() -> list[ipaddress.IPv4Network]:
     return found
 
 
+@_off_event_loop
 def host_addresses() -> list[str]:
     """The host's own IPv4 addresses (loopback excluded)."""
     with _ipr() as ipr:
@@ -136,11 +171,13 @@ def host_addresses() -> list[str]:
                 if a.get_attr("IFA_ADDRESS") and not a.get_attr("IFA_ADDRESS").startswith("127.")]
 
 
+@_off_event_loop
 def link_exists(ifname: str) -> bool:
     """Whether the host namespace has this interface (sysfs: no netlink round trip)."""
     return os.path.exists(f"/sys/class/net/{ifname}")
 
 
+@_off_event_loop
 def links_with_prefix(prefix: str) -> list[str]:
     with _ipr() as ipr:
         return [name for name in (l.get_attr("IFLA_IFNAME") for l in ipr.get_links())
@@ -159,6 +196,7 @@ def set_sysctl(path: str, value: str) -> str:
 
 
 # ------------------------------------------------------------------- bridges
+@_off_event_loop
 def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> bool:
     """Make the bridge (with its gateway address, up) unless it exists; True if made."""
     with _ipr() as ipr:
@@ -185,6 +223,7 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> bool:
     return created
 
 
+@_off_event_loop
 def delete_link(name: str) -> bool:
     """Delete a link by name (a veth takes its peer along); False if absent."""
     if not link_exists(name):
@@ -214,6 +253,7 @@ def delete_link_soon(name: str) -> None:
 
 
 # --------------------------------------------------------------------- veths
+@_off_event_loop
 def add_veth(netns_fd: Optional[int], *, host_ifname: str, ifname: str, bridge: str,
              address: str, prefixlen: int, mac: str, mtu: int,
              gateway: Optional[str]) -> int:
@@ -265,6 +305,7 @@ def add_veth(netns_fd: Optional[int], *, host_ifname: str, ifname: str, bridge: 
     return fd
 
 
+@_off_event_loop
 def netns_links(netns_fd: int) -> list[str]:
     """Interface names inside a namespace."""
     names, fd = in_netns(netns_fd, lambda ipr: [l.get_attr("IFLA_IFNAME") for l in ipr.get_links()])

@@ -1,0 +1,467 @@
+"""Rootless: contain run by an ordinary user, confined by a user namespace.
+
+The unit tests run anywhere.  The end-to-end tests need root only to stand
+up the scene: a fresh ordinary user with subordinate ranges in /etc/subuid
+and /etc/subgid (removed again, with its home, at teardown), the uidmap
+package (newuidmap/newgidmap), /dev/net/tun mode 0666 as on a standard
+Debian.  The containers themselves are then made by that user, through
+`runuser`, with the user's own HOME and XDG directories: contain detects
+that it runs as an ordinary user and applies the rootless policy itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+from conftest import host_leaks
+
+from contain.errors import InvalidArgument, RuntimeFailure
+from contain.linux import rootless
+from contain.linux.spec import IDMapping
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------ units
+def test_read_subids_by_name_and_uid(tmp_path):
+    f = tmp_path / "subuid"
+    f.write_text("# comment\nalice:100000:65536\n1234:300000:1000\nbob:200000:65536\n"
+                 "alice:bad:line\nalice:500000:0\n")
+    assert rootless.read_subids(str(f), "alice", 1234) == [
+        rootless.IdRange(100000, 65536), rootless.IdRange(300000, 1000)]
+    assert rootless.read_subids(str(f), "carol", 99) == []
+    assert rootless.read_subids(str(tmp_path / "missing"), "alice", 1) == []
+
+
+def test_id_maps_with_ranges(tmp_path):
+    (tmp_path / "subuid").write_text("alice:100000:65536\n")
+    (tmp_path / "subgid").write_text("alice:200000:65536\n")
+    m = rootless.id_maps(uid=1234, gid=4321, user="alice", subuid=str(tmp_path / "subuid"),
+                         subgid=str(tmp_path / "subgid"), newuidmap="/x/newuidmap",
+                         newgidmap="/x/newgidmap")
+    assert m.uid_mappings == [IDMapping(0, 1234, 1), IDMapping(1, 100000, 65536)]
+    assert m.gid_mappings == [IDMapping(0, 4321, 1), IDMapping(1, 200000, 65536)]
+    assert m.uidmap_helper == ["/x/newuidmap", "{pid}", "0", "1234", "1", "1", "100000", "65536"]
+    assert m.gidmap_helper == ["/x/newgidmap", "{pid}", "0", "4321", "1", "1", "200000", "65536"]
+    assert not m.single
+    assert m.host_uid(0) == 1234 and m.host_uid(1) == 100000 and m.host_uid(65536) == 165535
+    assert m.host_uid(65537) is None
+    m.check_ids([0, 1000, 65534], [0, 5])
+    assert m.unshare_argv("/usr/bin/unshare") == [
+        "/usr/bin/unshare", "--user", "--map-user=0", "--map-group=0",
+        "--map-users=100000,1,65536", "--map-groups=200000,1,65536"]
+
+
+def test_single_id_mapping_and_the_clear_error(tmp_path):
+    m = rootless.id_maps(uid=1234, gid=1234, user="alice", subuid=str(tmp_path / "none"),
+                         subgid=str(tmp_path / "none"))
+    assert m.single and m.uidmap_helper is None and m.gidmap_helper is None
+    assert m.uid_mappings == [IDMapping(0, 1234, 1)]
+    m.check_ids([0], [0])
+    with pytest.raises(InvalidArgument) as info:
+        m.check_ids([0, 1000], [0, 50], what="image busybox:test")
+    text = str(info.value)
+    assert "uids 1000" in text and "/etc/subuid" in text and "gids 50" in text
+    assert "alice" in text and "usermod --add-subuids" in text
+
+
+def test_runtime_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert rootless.runtime_dir(uid=os.getuid(), environ={"XDG_RUNTIME_DIR": str(run)}) == str(run / "contain")
+    path = rootless.runtime_dir(uid=os.getuid(), environ={}, tmp=str(tmp_path))
+    assert path == str(tmp_path / f"contain-{os.getuid()}")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    os.chmod(path, 0o755)  # someone else's, or readable by others: refused
+    with pytest.raises(RuntimeFailure):
+        rootless.runtime_dir(uid=os.getuid(), environ={}, tmp=str(tmp_path))
+
+
+def test_limits_without_delegation_are_refused():
+    from contain.linux.cgroups import Resources
+
+    with pytest.raises(InvalidArgument) as info:
+        rootless.check_resources(Resources(memory=64 << 20), delegated=None, user="alice")
+    assert "no delegated cgroup v2 subtree for user alice" in str(info.value)
+    assert "mem_limit" in str(info.value)
+    rootless.check_resources(Resources(), delegated=None)
+    rootless.check_resources(Resources(memory=64 << 20), delegated="/sys/fs/cgroup/x")
+    with pytest.raises(InvalidArgument):
+        rootless.NoCgroupManager("alice").create("c", Resources(pids_limit=10))
+    assert rootless.NoCgroupManager("alice").create("c", Resources()).procs_files() == []
+
+
+def test_delegation_detection_on_a_fake_tree(tmp_path):
+    cg = tmp_path / "cgroup"
+    own = cg / "user.slice" / "user-1000.slice" / "user@1000.service" / "app.slice"
+    own.mkdir(parents=True)
+    deleg = own.parent
+    (deleg / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    (deleg / "cgroup.procs").write_text("")
+    (own / "cgroup.subtree_control").write_text("")
+    (own / "cgroup.procs").write_text("")
+    (tmp_path / "self_cgroup").write_text("0::/user.slice/user-1000.slice/user@1000.service/app.slice\n")
+    (tmp_path / "mountinfo").write_text(
+        f"30 1 0:26 / {cg} rw,nosuid - cgroup2 cgroup2 rw\n")
+    found = rootless.delegated_cgroup(cgroup_root=str(cg), proc_self_cgroup=str(tmp_path / "self_cgroup"),
+                                      mountinfo=str(tmp_path / "mountinfo"))
+    assert found == str(deleg)
+    (deleg / "cgroup.subtree_control").write_text("\n")
+    assert rootless.delegated_cgroup(cgroup_root=str(cg), proc_self_cgroup=str(tmp_path / "self_cgroup"),
+                                     mountinfo=str(tmp_path / "mountinfo")) is None
+
+
+def test_this_host_has_no_delegation_for_root_either():
+    # cgroup v1 hybrid here; the v2 tree has no delegated subtree for us.
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        pytest.skip("a pure cgroup v2 host")
+    assert rootless.delegated_cgroup() is None or os.geteuid() == 0
+
+
+def test_adapt_spec_drops_cgroup_mounts_and_refuses_other_networks():
+    from contain.linux import defaults
+    from contain.linux.spec import Namespace, Process, Root, Spec
+
+    m = rootless.IdMaps([IDMapping(0, 1000, 1)], [IDMapping(0, 1000, 1)], None, None, "alice", 1000, 1000)
+    spec = Spec(Process(["sh"]), Root("/x"),
+                mounts=defaults.default_mounts() + defaults.cgroup_mounts("hybrid", ["memory"]),
+                )
+    spec.linux.namespaces = [Namespace("mount")]
+    rootless.adapt_spec(spec, m, network_mode="host")
+    assert spec.namespace("user") is not None
+    assert spec.linux.uid_mappings == [IDMapping(0, 1000, 1)]
+    assert not any(x.destination.startswith("/sys/fs/cgroup") for x in spec.mounts)
+    sysfs = [x for x in spec.mounts if x.destination == "/sys"]
+    assert sysfs[0].type == "bind" and "ro" in sysfs[0].options
+    pts = [x for x in spec.mounts if x.type == "devpts"][0]
+    assert "gid=5" not in pts.options  # gid 5 is not mapped with a single id
+    with pytest.raises(InvalidArgument) as info:
+        rootless.adapt_spec(spec, m, network_mode="bridge")
+    assert "none" in str(info.value) and "host" in str(info.value)
+
+
+# ------------------------------------------------------- as an ordinary user
+def _needs_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create the ordinary user the rootless tests run as")
+
+
+def _ensure_uidmap():
+    if shutil.which("newuidmap") and shutil.which("newgidmap"):
+        return
+    r = subprocess.run(["apt-get", "install", "-y", "-q", "uidmap"], capture_output=True, text=True)
+    if r.returncode != 0 or not shutil.which("newuidmap"):
+        pytest.skip(f"uidmap (newuidmap/newgidmap) is not installed and apt-get failed: {r.stderr[-300:]}")
+
+
+def _traversable(path: str) -> list[tuple[str, int]]:
+    """chmod o+x every directory on the way to `path` that lacks it (the
+    interpreter behind the venv lives under /root here); returns what to
+    restore."""
+    changed = []
+    p = os.path.dirname(os.path.realpath(path))
+    parts = []
+    while True:
+        parts.append(p)
+        if p == "/":
+            break
+        p = os.path.dirname(p)
+    for d in reversed(parts):
+        mode = stat.S_IMODE(os.stat(d).st_mode)
+        if not mode & 0o001:
+            os.chmod(d, mode | 0o001)
+            changed.append((d, mode))
+    return changed
+
+
+def _remove_subids(user: str) -> None:
+    for path in (rootless.SUBUID, rootless.SUBGID):
+        try:
+            with open(path) as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            continue
+        kept = [line for line in lines if line.split(":")[0] != user]
+        if kept != lines:
+            with open(path + ".contain-tmp", "w") as f:
+                f.writelines(kept)
+            os.chmod(path + ".contain-tmp", 0o644)
+            os.replace(path + ".contain-tmp", path)
+
+
+def _free_subid_start() -> int:
+    """A start for a 65536-id range that overlaps nobody's."""
+    used = []
+    for path in (rootless.SUBUID, rootless.SUBGID):
+        try:
+            with open(path) as f:
+                for line in f:
+                    parts = line.strip().split(":")
+                    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                        used.append((int(parts[1]), int(parts[1]) + int(parts[2])))
+        except FileNotFoundError:
+            pass
+    start = 1_000_000
+    while any(a < start + 65536 and start < b for a, b in used):
+        start += 65536
+    return start
+
+
+class User:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        pw = pwd.getpwnam(name)
+        self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
+        self.subid_start = 0
+
+    @property
+    def data(self) -> str:
+        return os.path.join(self.home, ".local", "share")
+
+    @property
+    def store(self) -> str:
+        return os.path.join(self.data, "contain")
+
+    def env(self) -> dict:
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name,
+                "PATH": "/usr/local/bin:/usr/bin:/bin", "XDG_DATA_HOME": self.data,
+                "XDG_RUNTIME_DIR": os.path.join(self.home, ".run"), "LANG": "C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def python(self, code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run Python code as this user (through runuser, a clean environment)."""
+        script = os.path.join(self.home, f"script-{secrets.token_hex(4)}.py")
+        with open(script, "w") as f:
+            f.write(textwrap.dedent(code))
+        os.chown(script, self.uid, self.gid)
+        try:
+            return subprocess.run(["runuser", "-u", self.name, "--", "env", "-i",
+                                   *[f"{k}={v}" for k, v in self.env().items()],
+                                   sys.executable, script],
+                                  capture_output=True, text=True, timeout=timeout, cwd=self.home)
+        finally:
+            os.unlink(script)
+
+    def result(self, code: str, timeout: float = 60):
+        """Run `code` as the user; it prints one JSON document last."""
+        r = self.python(code, timeout)
+        assert r.returncode == 0, f"as {self.name}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def user():
+    _needs_root()
+    _ensure_uidmap()
+    name = f"contain-rl-{secrets.token_hex(3)}"
+    restore = _traversable(sys.executable) + _traversable(os.path.join(REPO, "src", "contain", "__init__.py"))
+    tun_mode = None
+    if os.path.exists("/dev/net/tun"):
+        tun_mode = stat.S_IMODE(os.stat("/dev/net/tun").st_mode)
+        os.chmod("/dev/net/tun", 0o666)  # as a standard Debian has it
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        # useradd may have assigned ranges (SUB_UID_MIN...); ours, known, instead.
+        _remove_subids(name)
+        start = _free_subid_start()
+        for path in (rootless.SUBUID, rootless.SUBGID):
+            with open(path, "a") as f:
+                f.write(f"{name}:{start}:65536\n")
+        u = User(name)
+        u.subid_start = start
+        os.makedirs(os.path.join(u.home, ".run"), mode=0o700, exist_ok=True)
+        os.chown(os.path.join(u.home, ".run"), u.uid, u.gid)
+        yield u
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)  # only this user's
+        subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
+        home = f"/home/{name}"
+        if os.path.exists(home):
+            shutil.rmtree(home, ignore_errors=True)
+        _remove_subids(name)
+        for d, mode in reversed(restore):
+            os.chmod(d, mode)
+        if tun_mode is not None:
+            os.chmod("/dev/net/tun", tun_mode)
+
+
+# The integration container.py and _root.py need (docs/rootless.md), applied
+# from the outside: cgroups skipped, the spec adapted, the map helpers passed
+# to spawn, the user namespace joined by exec.
+_INTEGRATION = """
+import json, os, sys
+import contain
+
+def busybox_image():
+    from contain._busybox import make_rootfs
+    from contain import Image
+    import tempfile
+    d = tempfile.mkdtemp()
+    try:
+        make_rootfs(d)
+    except PermissionError:
+        pass  # home/user cannot be given to uid 1000 by an ordinary user: stays ours (root inside)
+    return Image.from_directory(d, tag="busybox:rootless", config={"Cmd": ["sh"]})
+"""
+
+
+def test_user_scene(user):
+    assert os.getuid() != user.uid
+    r = user.python("import os, contain; print(os.geteuid(), contain.__file__)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == str(user.uid)
+
+
+def test_busybox_as_an_ordinary_user(user):
+    out = user.result(_INTEGRATION + """
+from contain import Container
+from contain._root import default_root
+img = busybox_image()
+c = Container.run(img, ["sh", "-c", "echo pid=$$; id -u; hostname; echo hello > /written; sleep 30"],
+                  network="none", hostname="inside")
+import time
+deadline = time.time() + 10
+while time.time() < deadline and b"inside" not in c.logs():
+    time.sleep(0.05)
+logs = c.logs().decode()
+pid = c.attrs["State"]["Pid"]
+with open(f"/proc/{pid}/status") as f:
+    uid_line = [l for l in f if l.startswith("Uid:")][0].split()
+p = c.exec(["sh", "-c", "id -u; echo $$; cat /written"])
+exec_out = p.stdout.read().decode()
+exec_code = p.wait()
+upper = c._path("upper")
+st = os.stat(os.path.join(upper, "written"))
+cid = c.id
+c.remove(force=True)
+print(json.dumps({"logs": logs, "host_uid": uid_line, "exec": exec_out, "exec_code": exec_code,
+                  "written_owner": st.st_uid, "root": default_root(), "id": cid, "pid": pid}))
+""")
+    lines = out["logs"].split()
+    assert "pid=1" in lines and "0" in lines and "inside" in lines, out
+    assert out["host_uid"][1:] == [str(user.uid)] * 4  # the host sees the user, not root
+    assert out["exec_code"] == 0
+    assert out["exec"].split()[0] == "0" and out["exec"].split()[2] == "hello"
+    assert out["written_owner"] == user.uid
+    assert out["root"] == user.store
+    # Nothing left behind: no process, no mount, no cgroup naming the container.
+    assert host_leaks(out["id"]) == []
+    assert not os.path.exists(f"/proc/{out['pid']}") or _owner(out["pid"]) != user.uid
+    assert not os.path.exists(os.path.join(user.store, "containers", out["id"]))
+
+
+def _owner(pid: int) -> int:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return -1
+
+
+def test_host_network_as_an_ordinary_user(user):
+    out = user.result(_INTEGRATION + """
+from contain import Container
+img = busybox_image()
+c = Container.run(img, ["sh", "-c", "ls /sys/class/net | grep -c . ; id -u"], network="host")
+code = c.wait(timeout=20)
+logs = c.logs().decode()
+c.remove()
+print(json.dumps({"code": code, "logs": logs}))
+""")
+    assert out["code"] == 0, out
+    count, uid = out["logs"].split()
+    assert int(count) >= 1 and uid == "0"
+
+
+def test_limits_are_a_clear_error_as_an_ordinary_user(user):
+    out = user.result(_INTEGRATION + """
+from contain import Container
+from contain.errors import InvalidArgument
+img = busybox_image()
+try:
+    Container.run(img, ["true"], network="none", mem_limit="64m")
+    print(json.dumps({"error": None}))
+except InvalidArgument as e:
+    print(json.dumps({"error": str(e), "left": [c.id for c in Container.list(all=True)]}))
+""")
+    assert out["error"] and "no delegated cgroup v2 subtree for user " + user.name in out["error"]
+    assert "mem_limit" in out["error"]
+    assert out["left"] == []
+
+
+def test_newuidmap_failure_names_the_step(user, tmp_path):
+    """A range the user does not own: newuidmap refuses, and the error says so."""
+    out = user.result("""
+import json, os, tempfile
+from contain.linux import rootless
+from contain.linux.spec import Spec, Process, Root, Linux, Namespace
+from contain.linux.runtime import spawn
+from contain.errors import RuntimeFailure
+d = tempfile.mkdtemp()
+with open(os.path.join(d, "subuid"), "w") as f:
+    f.write(f"{os.getuid()}:7000000:65536\\n")
+maps = rootless.id_maps(subuid=os.path.join(d, "subuid"), subgid="/etc/subgid")
+spec = Spec(Process(["/bin/true"]), Root("/"), linux=Linux(namespaces=[Namespace("user"), Namespace("mount")]))
+rootless.adapt_spec(spec, maps, network_mode="host")
+try:
+    spawn(spec, **rootless.spawn_options(maps))
+    print(json.dumps({"ok": True}))
+except RuntimeFailure as e:
+    print(json.dumps({"step": e.step, "text": str(e)}))
+""")
+    assert out.get("step") == "newuidmap", out
+    assert "exit status 1" in out["text"] and "7000000" in out["text"]
+
+
+def test_unpack_in_the_user_namespace_keeps_owners(user, tmp_path):
+    """A layer with files of several owners, unpacked by the user inside a
+    user namespace of the container's mapping: owner u lands on subuid+u-1."""
+    layer = os.path.join(user.home, "layer.tar")
+    with tarfile.open(layer, "w") as tar:
+        for name, uid, gid in (("rootfile", 0, 0), ("userfile", 1000, 1000), ("nobody", 65534, 65534)):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            info.uid, info.gid = uid, gid
+            import io
+
+            tar.addfile(info, io.BytesIO(b"x\n"))
+    os.chown(layer, user.uid, user.gid)
+    out = user.result("""
+import json, os
+from contain.linux import rootless
+maps = rootless.id_maps()
+dest = os.path.join(os.environ["HOME"], "unpacked")
+rootless.unpack_in_userns(maps, os.path.join(os.environ["HOME"], "layer.tar"), dest)
+print(json.dumps({n: [os.lstat(os.path.join(dest, n)).st_uid, os.lstat(os.path.join(dest, n)).st_gid]
+                  for n in os.listdir(dest)}))
+""")
+    s = user.subid_start
+    assert out == {"rootfile": [user.uid, user.gid], "userfile": [s + 999, s + 999],
+                   "nobody": [s + 65533, s + 65533]}
+
+
+def test_single_id_mapping_runs_a_root_owned_image(user):
+    out = user.result(_INTEGRATION + """
+# As for a user with no subordinate ranges: only its own id is mapped.
+from contain._root import get_root
+from contain.linux import rootless
+get_root()._id_maps = rootless.id_maps(subuid="/nonexistent", subgid="/nonexistent")
+from contain import Container
+img = busybox_image()
+c = Container.run(img, ["id", "-u"], network="none")
+code = c.wait(timeout=20)
+logs = c.logs().decode()
+err = c.attrs["State"]["Error"]
+c.remove()
+print(json.dumps({"code": code, "logs": logs, "error": err}))
+""")
+    assert out["code"] == 0 and out["logs"].strip() == "0", out
