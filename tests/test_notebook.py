@@ -20,23 +20,19 @@ CELLS = [
     """import os
 import contain
 from contain import Container, Image
-root = os.environ["CONTAIN_ROOT"]
-if not hasattr(Container, "_repr_html_"):  # until the classes carry the methods themselves
-    from contain import _display
-    _display.install()""",
+root = os.environ["CONTAIN_ROOT"]""",
     # 2: a container
     """c = Container.run("busybox:test", ["sleep", "60"], name="nb-shown", root=root, network=NETWORK)
 c""",
     # 3: a list of containers, displayed as one table
     """from contain._display import ResultList
-cs = Container.list(root=root)
-cs if hasattr(cs, "_repr_html_") else ResultList(cs)""",
+ResultList(Container.list(root=root))""",
     # 4: images and progress
     """from contain._display import progress
 with progress(total=3, desc="nb-progress", unit="step") as p:
     for _ in range(3):
         p.update(1)
-Image.list(root=root)[0]""",
+Image.get("busybox:test", root=root)""",
     # 5: clean up
     """c.remove(force=True)
 print("removed", c.short_id)""",
