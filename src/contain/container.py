@@ -859,13 +859,13 @@ class Container:
     def _finish(self, state: dict, code: int, finished: str, oom_kills: Optional[int] = None) -> None:
         st = state["State"]
         oom = bool(oom_kills)
-        with contextlib.suppress(NotFound):
-            # Normally gone already: the monitor removes it.
-            cg = self._root.cgroups.open(self.id)
-            if oom_kills is None:
+        if oom_kills is None:
+            # The monitor died before recording: clean up after it.
+            with contextlib.suppress(NotFound):
+                cg = self._root.cgroups.open(self.id)
                 with contextlib.suppress(ContainError, OSError):
                     oom = bool(cg.stats().oom_kills)
-            cg.remove()
+                cg.remove()
         with contextlib.suppress(ContainError, OSError):
             endpoint.release(self._root, self.id)
         st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,

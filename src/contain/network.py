@@ -14,7 +14,7 @@ alias through their /etc/hosts.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import attrs
 

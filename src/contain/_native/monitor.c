@@ -510,6 +510,8 @@ int main(int argc, char **argv)
         close(fd);
         rename(tmp, path);
     }
+    /* Before we end: a start that follows at once must not find an old
+     * cleaner removing its fresh cgroup of the same name. */
     remove_cgroups();
     unsigned char codebuf[4] = {(unsigned char)code, (unsigned char)(code >> 8), 0, 0};
     send_frame(FRAME_EXIT, (const char *)codebuf, 4);

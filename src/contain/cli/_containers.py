@@ -17,7 +17,7 @@ from typing import Any, Optional
 import contain
 
 from . import _format, _stdio
-from ._common import CLIError, Context, StatusExit, accepts, api, format_rows, kv_dict, read_kv_file, split_ref
+from ._common import CLIError, Context, accepts, api, format_rows, kv_dict, read_kv_file, split_ref
 
 # ------------------------------------------------------------------- parsing flags
 

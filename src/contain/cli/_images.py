@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Optional
+from typing import Optional
 
 import contain
 

@@ -116,7 +116,6 @@ def attach_output(c: "contain.Container", *, stdin: bool, since=None) -> int:
 def exec_terminal(proc, stdin: bool) -> int:
     """An exec'd process on a pty: raw mode, window size, copy both ways."""
     import fcntl
-    import struct
     import termios
     import tty
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 import platform
 import sys
-from typing import Any
 
 import contain
 
@@ -408,8 +407,6 @@ def cmd_system(ctx: Context, args) -> int:
 
 
 def cmd_completion(ctx: Context, args) -> int:
-    from importlib import resources
-
     name = {"bash": "contain.bash", "zsh": "contain.zsh"}[args.shell]
     path = os.path.join(os.path.dirname(__file__), "completion", name)
     with open(path) as f:

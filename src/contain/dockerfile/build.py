@@ -40,7 +40,7 @@ from ..errors import ContainError, ImageNotFound, InvalidArgument
 from ..oci.imageconfig import ContainerConfig, host_platform
 from ..storage.store import ImageRecord
 from . import parser as p
-from .context import BuildContext, ContextError, Entry, Match, has_wildcard
+from .context import BuildContext, Entry, Match, has_wildcard
 
 __all__ = ["BuildError", "build", "LayeredFS", "BuildCache"]
 
