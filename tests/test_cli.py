@@ -536,3 +536,17 @@ def test_network_commands(cli, croot):
     finally:
         cli("network", "rm", name)
     assert name not in cli("network", "ls", "--format", "{{.Name}}", check=0).stdout.split()
+
+
+def test_volume_commands(cli):
+    assert cli("volume", "create", "cli-vol", check=0).stdout.strip() == "cli-vol"
+    assert "cli-vol" in cli("volume", "ls", check=0).stdout
+    assert '"Name": "cli-vol"' in cli("volume", "inspect", "cli-vol", check=0).stdout
+    cli("run", "--rm", "-v", "cli-vol:/data", "busybox:test", "sh", "-c", "echo kept > /data/f", check=0)
+    assert cli("run", "--rm", "-v", "cli-vol:/data", "busybox:test", "cat", "/data/f", check=0).stdout == "kept\n"
+    cli("run", "-d", "--name", "cli-vol-user", "-v", "cli-vol:/data", "busybox:test", "sleep", "60", check=0)
+    refused = cli("volume", "rm", "cli-vol")
+    assert refused.returncode != 0 and "in use" in refused.stderr
+    cli("rm", "-f", "cli-vol-user", check=0)
+    cli("volume", "rm", "cli-vol", check=0)
+    assert "cli-vol" not in cli("volume", "ls", check=0).stdout

@@ -270,3 +270,28 @@ def test_commit_carries_changes_and_deletions(run, croot):
             if other.inspect()["Image"] == img.id:
                 other.remove(force=True)
         img.remove(force=True)
+
+
+def test_exec_detached_and_streamed(run):
+    c = run(["sleep", "60"])
+    r = c.exec_run(["sh", "-c", "sleep 0.3; echo late > /from-detached"], detach=True)
+    assert r.exit_code is None and r.output is None
+    deadline = time.monotonic() + 10
+    while c.exec_run(["cat", "/from-detached"]).output != b"late\n" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.exec_run(["cat", "/from-detached"]).output == b"late\n"
+    chunks = list(c.exec_run(["sh", "-c", "echo one; sleep 0.2; echo two"], stream=True).output)
+    assert b"".join(chunks) == b"one\ntwo\n"
+
+
+def test_exec_into_a_container_started_by_another_process(croot, busybox):
+    code = ("import contain; c = contain.Container.run(%r, ['sleep', '60'], root=%r, name='exec-other');"
+            " print(c.id)" % (busybox.id, croot))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    c = Container.get("exec-other", root=croot)
+    try:
+        r = c.exec_run(["sh", "-c", "echo $$; hostname"], environment={"X": "1"})
+        assert r.exit_code == 0 and r.output.split()[1] == c.id[:12].encode()
+    finally:
+        c.remove(force=True)

@@ -192,6 +192,33 @@ class LogLine:
     data: bytes
 
 
+def _stream_output(proc: "ExecProcess") -> Iterator[bytes]:
+    """Chunks of an exec's stdout then stderr as they come; reaps it at the end."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    for f in (proc.stdout, proc.stderr):
+        if f is not None:
+            sel.register(f, selectors.EVENT_READ)
+    try:
+        while sel.get_map():
+            for key, _ in sel.select():
+                try:
+                    data = key.fileobj.read(65536)
+                except OSError as exc:  # a pty master ends with EIO
+                    if exc.errno != _errno.EIO:
+                        raise
+                    data = b""
+                if data:
+                    yield data
+                else:
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+    finally:
+        sel.close()
+        proc.wait()
+
+
 def _read_all(f) -> bytes:
     """Read to the end; a pty master reports the end as EIO."""
     chunks = []
@@ -266,6 +293,14 @@ class ExecProcess:
             if f is not None:
                 f.close()
         return (out[0] if out else None), (err[0] if err else None)
+
+    def detach(self) -> None:
+        """Let the process run on by itself: it is reaped in the background
+        when it ends (docker exec -d)."""
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        threading.Thread(target=self.wait, daemon=True, name="contain-exec-reaper").start()
 
     def kill(self, sig: int = _signal.SIGKILL) -> None:
         if self.returncode is None and self._pidfd >= 0:
@@ -1442,11 +1477,24 @@ class Container:
     def exec_run(self, cmd, *, stdout: bool = True, stderr: bool = True, demux: bool = False,
                  environment=None, env=None, workdir: Optional[str] = None,
                  user: Optional[str] = None, privileged: bool = False,
-                 input: Optional[bytes] = None, tty: bool = False) -> ExecResult:
-        """docker-py's exec_run: run to completion, return (exit_code, output)."""
+                 input: Optional[bytes] = None, tty: bool = False, detach: bool = False,
+                 stream: bool = False) -> ExecResult:
+        """docker-py's exec_run: run to completion, return (exit_code, output).
+        detach=True starts it and returns at once (exit_code None); stream=True
+        gives the output as an iterator of chunks (exit_code None)."""
+        if detach:
+            self.exec(cmd, environment=environment, env=env, workdir=workdir, user=user,
+                      stdout=False, stderr=False, privileged=privileged, tty=False).detach()
+            return ExecResult(None, None)
         proc = self.exec(cmd, environment=environment, env=env, workdir=workdir, user=user,
                          stdin=input is not None, stdout=stdout, stderr=stderr,
                          privileged=privileged, tty=tty)
+        if stream:
+            if proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(input or b"")
+                    proc.stdin.close()
+            return ExecResult(None, _stream_output(proc))
         out, err = proc.communicate(input)
         if demux:
             return ExecResult(proc.returncode, (out, err))
