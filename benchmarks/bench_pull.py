@@ -17,9 +17,7 @@ Medians are printed with contain's time as a ratio of each peer's.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -33,6 +31,7 @@ from contain._root import get_root
 from contain.oci.archive import import_rootfs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import debian  # noqa: E402
 from registry_server import RegistryServer  # noqa: E402
 
 CACHE_DIR = "/var/cache/contain-bench"
@@ -40,48 +39,9 @@ TARBALL = os.path.join(CACHE_DIR, "debian-bookworm-minbase.tar.gz")
 REPOSITORY = "bench/debian"
 
 
-def apt_mirror() -> str:
-    """The Debian mirror apt uses (one-line or deb822 sources), for debootstrap."""
-    candidates = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")) \
-        + sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
-    for path in candidates:
-        try:
-            text = open(path).read()
-        except OSError:
-            continue
-        if path.endswith(".sources"):
-            for stanza in re.split(r"\n\s*\n", text):
-                uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-                suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
-                if uris and suites and "bookworm" in suites.group(1).split():
-                    return uris.group(1)
-        else:
-            match = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", text, re.M)
-            if match:
-                return match.group(1)
-    return "http://deb.debian.org/debian"
-
-
 def rootfs_tarball() -> str:
     """The cached Debian rootfs tarball, made with debootstrap when missing."""
-    if os.path.exists(TARBALL):
-        return TARBALL
-    os.makedirs(CACHE_DIR, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="debootstrap-", dir=CACHE_DIR)
-    try:
-        target = os.path.join(work, "rootfs")
-        mirror = apt_mirror()
-        print(f"debootstrap --variant=minbase bookworm from {mirror} (once, ~35 s)...",
-              file=sys.stderr)
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", target, mirror],
-                       check=True, stdout=subprocess.DEVNULL)
-        partial = os.path.join(work, "rootfs.tar.gz")
-        subprocess.run(["tar", "-C", target, "--numeric-owner", "--xattrs", "-czf", partial,
-                        "."], check=True)
-        os.rename(partial, TARBALL)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return TARBALL
+    return debian.rootfs_tarball("debian-bookworm-minbase", cache_dir=CACHE_DIR)
 
 
 def timed(fn: Callable[[str], None], scratch: str) -> float:

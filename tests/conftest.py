@@ -4,6 +4,9 @@ host's busybox-static, plus a check that the suite leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 
 import pytest
 
@@ -101,3 +104,32 @@ def host_leaks(container_id: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+CONTAINERS_CONF = "/etc/containers/containers.conf"
+
+
+@pytest.fixture
+def podman(tmp_path):
+    """podman with private storage under tmp_path; its images are removed afterwards."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
+    if not os.path.exists(CONTAINERS_CONF):
+        # This host cannot raise rlimits; podman's defaults would try (see DESIGN.md).
+        os.makedirs(os.path.dirname(CONTAINERS_CONF), exist_ok=True)
+        with open(CONTAINERS_CONF, "w") as f:
+            f.write('[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n')
+    # podman refuses a runroot longer than 50 characters: pytest's tmp_path is longer.
+    runroot = tempfile.mkdtemp(prefix="contain-podman-", dir="/tmp")
+    base = [shutil.which("podman"), "--root", str(tmp_path / "podman-root"), "--runroot", runroot,
+            "--storage-driver", "vfs"]
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(base + list(args), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    yield run
+    subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True)
+    shutil.rmtree(tmp_path / "podman-root", ignore_errors=True)
+    shutil.rmtree(runroot, ignore_errors=True)

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import threading
 
 import pytest
@@ -22,7 +21,6 @@ from contain.storage.store import Store
 BUSYBOX = "/bin/busybox"
 SKOPEO = shutil.which("skopeo")
 PODMAN = shutil.which("podman")
-CONTAINERS_CONF = "/etc/containers/containers.conf"
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="busybox-static is not installed"),
@@ -66,30 +64,6 @@ def image(store, tmp_path):
     rootfs = _busybox_rootfs(tmp_path / "rootfs")
     return archive.import_rootfs(store, rootfs, tag="contain-test/busybox:1",
                                  config_changes={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})
-
-
-@pytest.fixture
-def podman(tmp_path):
-    """podman with private storage under tmp_path; its images are removed afterwards."""
-    if not os.path.exists(CONTAINERS_CONF):
-        # This host cannot raise rlimits; podman's defaults would try (see DESIGN.md).
-        os.makedirs(os.path.dirname(CONTAINERS_CONF), exist_ok=True)
-        with open(CONTAINERS_CONF, "w") as f:
-            f.write('[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n')
-    # podman refuses a runroot longer than 50 characters: pytest's tmp_path is longer.
-    runroot = tempfile.mkdtemp(prefix="contain-podman-", dir="/tmp")
-    base = [PODMAN, "--root", str(tmp_path / "podman-root"), "--runroot", runroot,
-            "--storage-driver", "vfs"]
-
-    def run(*args: str) -> str:
-        proc = subprocess.run(base + list(args), capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    yield run
-    subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True)
-    shutil.rmtree(tmp_path / "podman-root", ignore_errors=True)
-    shutil.rmtree(runroot, ignore_errors=True)
 
 
 def _no_records(store: Store) -> None:
