@@ -306,12 +306,16 @@ def busybox_image():
     from contain._busybox import make_rootfs
     from contain import Image
     import tempfile
+    import shutil
     d = tempfile.mkdtemp()
     try:
-        make_rootfs(d)
-    except PermissionError:
-        pass  # home/user cannot be given to uid 1000 by an ordinary user: stays ours (root inside)
-    return Image.from_directory(d, tag="busybox:rootless", config={"Cmd": ["sh"]})
+        try:
+            make_rootfs(d)
+        except PermissionError:
+            pass  # home/user cannot be given to uid 1000 by an ordinary user: stays ours (root inside)
+        return Image.from_directory(d, tag="busybox:rootless", config={"Cmd": ["sh"]})
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 """
 
 
@@ -406,10 +410,12 @@ from contain.linux import rootless
 from contain.linux.spec import Spec, Process, Root, Linux, Namespace
 from contain.linux.runtime import spawn
 from contain.errors import RuntimeFailure
+import shutil
 d = tempfile.mkdtemp()
 with open(os.path.join(d, "subuid"), "w") as f:
     f.write(f"{os.getuid()}:7000000:65536\\n")
 maps = rootless.id_maps(subuid=os.path.join(d, "subuid"), subgid="/etc/subgid")
+shutil.rmtree(d)
 spec = Spec(Process(["/bin/true"]), Root("/"), linux=Linux(namespaces=[Namespace("user"), Namespace("mount")]))
 rootless.adapt_spec(spec, maps, network_mode="host")
 try:
