@@ -45,11 +45,21 @@ class Root:
         self.store = Store(path)
         self._cgroups = None
         self._id_maps = None
+        self._layers: dict[str, list[str]] = {}
         self._init_layer: Optional[str] = None
         leftovers = [os.path.join(self.containers, n) for n in os.listdir(self.containers)
                      if n.startswith(".removing-")]
         for trash in leftovers:  # from a process that exited mid-delete
             self.discard(trash)
+
+    def image_layers(self, image_id: str) -> list[str]:
+        """The image's unpacked layer dirs, topmost first: looked up in the
+        store once per process and image (a layer dir never changes while it
+        exists; one that was collected sends us back to the store)."""
+        layers = self._layers.get(image_id)
+        if layers is None or (layers and not os.path.isdir(layers[0])):
+            layers = self._layers[image_id] = self.store.lowerdirs(image_id)
+        return list(layers)
 
     def discard(self, path: str) -> None:
         """Delete a renamed-away tree in the background."""

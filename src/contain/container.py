@@ -531,7 +531,7 @@ class Container:
             _health.normalize(cfg.healthcheck)
         # The image's VOLUME paths not covered by a mount get fresh anonymous volumes.
         for src, dst in anonymous_mounts(list(cfg.volumes or {}), [m.destination for m in r_mounts],
-                                         lowerdirs=r.store.lowerdirs(img.id), root=r):
+                                         lowerdirs=r.image_layers(img.id), root=r):
             r_mounts.append(Mount(dst, "bind", src, ["rbind", "rw"]))
         shm = shm_size
         if shm is not None:
@@ -698,7 +698,7 @@ class Container:
         from ._checkpoint import extra_lowerdirs
 
         return (extra_lowerdirs(state) + [self._root.init_layer()]
-                + self._root.store.lowerdirs(state["Image"]))
+                + self._root.image_layers(state["Image"]))
 
     def start(self) -> None:
         """Start the container (again, after it exited: same writable layer,
@@ -1239,7 +1239,7 @@ class Container:
     def diff(self) -> list[dict]:
         """Changes against the image: [{"Path", "Kind"}], Kind 0 changed, 1 added, 2 deleted."""
         state = self._load()
-        lowers = self._root.store.lowerdirs(state["Image"])
+        lowers = self._root.image_layers(state["Image"])
         upper = self._path("upper")
         changes: dict[str, int] = {}
 
@@ -1406,7 +1406,7 @@ class Container:
         if not argv:
             raise InvalidArgument("exec needs a command")
         cfg = state["Config"]
-        lowers = self._root.store.lowerdirs(state["Image"])
+        lowers = self._root.image_layers(state["Image"])
         who = resolve_user(user if user is not None else cfg["User"], [self._path("upper")] + lowers)
         envl = _merge_env(cfg["Env"], environment if environment is not None else env)
         if not any(e.startswith("HOME=") for e in envl):
