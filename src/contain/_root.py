@@ -14,22 +14,12 @@ import tempfile
 import threading
 from typing import Optional, Union
 
-from .storage.store import Store
+from .storage.store import Store, default_root
 
 _lock = threading.Lock()
 _INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm", "dev/mqueue", "etc")
 _INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
 _roots: dict[str, "Root"] = {}
-
-
-def default_root() -> str:
-    env = os.environ.get("CONTAIN_ROOT")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/lib/contain"
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data, "contain")
 
 
 class Root:
