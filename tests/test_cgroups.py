@@ -545,12 +545,22 @@ def test_parent_from_environment_and_nested(tmp_path, kernel, monkeypatch):
 V1_DIRS = ("cpuset", "cpu", "cpuacct", "memory", "pids", "freezer", "devices", "blkio")
 
 
+def test_v1_cpuset_only_when_limited(tmp_path, kernel):
+    root, mountinfo = make_v1(tmp_path, kernel)
+    m = manager(root, mountinfo, kernel)
+    plain = m.create("plain", Resources(memory=1 << 30))
+    assert "cpuset" not in plain.paths
+    assert not os.path.exists(f"{root}/cpuset/contain/plain")
+    pinned = m.create("pinned", Resources(cpuset_cpus="0-1"))
+    assert pinned.paths["cpuset"] == f"{root}/cpuset/contain/pinned"
+
+
 def test_v1_create_writes_exact_values(tmp_path, kernel):
     root, mountinfo = make_v1(tmp_path, kernel)
     m = manager(root, mountinfo, kernel)
     assert m.mode == "v1"
     r = Resources.from_docker(memory="512m", memory_reservation="128m", cpus=1.5,
-                              cpu_shares=512, pids_limit=32)
+                              cpu_shares=512, pids_limit=32, cpuset_cpus="0-3")
     c = m.create("abc", r)
     assert c.v2_path is None
     assert c.paths == {**{k: f"{root}/{k}/contain/abc" for k in V1_DIRS},
@@ -657,7 +667,8 @@ def test_hybrid_tracks_in_unified_and_dedupes_combined(tmp_path, kernel):
     assert c.paths["cpu"] == c.paths["cpuacct"] == f"{root}/cpu,cpuacct/contain/h"
     assert c.v2_path == f"{root}/unified/contain/h"
     files = c.procs_files()
-    assert len(files) == len(set(files)) == 9  # 7 v1 dirs + systemd + unified
+    # 7 v1 dirs + systemd + unified, less cpuset (joined only for cpuset limits)
+    assert len(files) == len(set(files)) == 8
     assert c.v2_path + "/cgroup.procs" in files
     assert c.v2_path + "/cgroup.procs" not in c.procs_files(include_v2=False)
     assert _get(c.paths["cpu"] + "/cpu.shares") == "256"

@@ -1012,7 +1012,12 @@ class CgroupManager:
         Raises Conflict when the cgroup exists already.
         """
         resources = resources or Resources()
-        cg = Cgroup(name, self.paths(name), self.mode, self._sc)
+        paths = self.paths(name)
+        if self.mode != "v2" and "cpuset" in paths and not (resources.cpuset_cpus or resources.cpuset_mems):
+            # Joining a v1 cpuset is slow (milliseconds: the kernel rebuilds
+            # scheduler state), and without cpuset limits it changes nothing.
+            del paths["cpuset"]
+        cg = Cgroup(name, paths, self.mode, self._sc)
         self._precheck(cg, resources.needs())
         self._ensure_parent()
         created: list[str] = []
