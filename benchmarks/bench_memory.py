@@ -70,7 +70,7 @@ def main() -> int:
     finally:
         subprocess.run(["umount", "-R", os.path.join(work, "proot")], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nhost memory per running container (median over the running ones)")
+    print("\nhost memory per running container (median over the running ones)")
     ref = rows[0][1]
     for name, pss, rss in rows:
         print(f"  {name:20s} PSS {pss / 1024:6.2f} MiB  RSS {rss / 1024:6.2f} MiB  ({pss / ref:4.1f}x contain)")

@@ -5,7 +5,6 @@ save and load."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

@@ -224,7 +224,7 @@ def test_content_hash_changes_with_content_and_owner(tmp_path):
 
 
 def test_fuzz_parser_raises_only_its_own_errors():
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import given, settings, strategies as st
 
     words = st.sampled_from(["FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "LABEL", "EXPOSE", "ONBUILD",
