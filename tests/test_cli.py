@@ -550,3 +550,9 @@ def test_volume_commands(cli):
     cli("rm", "-f", "cli-vol-user", check=0)
     cli("volume", "rm", "cli-vol", check=0)
     assert "cli-vol" not in cli("volume", "ls", check=0).stdout
+
+
+def test_run_init(cli):
+    out = cli("run", "--rm", "--init", "--network", "none", "busybox:test", "sh", "-c",
+              "tr '\\0' ' ' < /proc/1/cmdline", check=0).stdout
+    assert out.startswith("/sbin/docker-init -- sh -c")

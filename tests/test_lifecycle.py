@@ -295,3 +295,17 @@ def test_exec_into_a_container_started_by_another_process(croot, busybox):
         assert r.exit_code == 0 and r.output.split()[1] == c.id[:12].encode()
     finally:
         c.remove(force=True)
+
+
+def test_init_forwards_signals_and_reaps(run):
+    c = run(["sleep", "60"], init=True)
+    time.sleep(0.3)
+    procs = c.exec_run(["ps", "-o", "pid,args"]).output.decode().splitlines()
+    assert procs[1].split(None, 1) == ["1", "/sbin/docker-init -- sleep 60"]
+    assert c.inspect()["HostConfig"]["Init"] is True
+    t0 = time.monotonic()
+    c.stop(timeout=10)
+    # The TERM reached sleep (pid 1 alone would have ignored it): no 10 s wait, no SIGKILL.
+    assert c.exit_code == 143 and time.monotonic() - t0 < 5
+    z = run(["sh", "-c", "sleep 0.1 & exec sleep 1"], init=True)  # an orphan for tini to reap
+    assert z.wait(timeout=30) == 0

@@ -17,8 +17,8 @@ from typing import Optional, Union
 from .storage.store import Store, default_root
 
 _lock = threading.Lock()
-_INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm", "dev/mqueue", "etc")
-_INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+_INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm", "dev/mqueue", "etc", "sbin")
+_INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf", "sbin/docker-init")
 _roots: dict[str, "Root"] = {}
 
 
@@ -61,7 +61,8 @@ class Root:
         /etc/hosts, ...), one per root, read-only under each container, so
         that neither the image nor a writable layer (nor a commit) holds them."""
         if self._init_layer is None:
-            path = os.path.join(self.path, "init-layer")
+            # Versioned: a root keeps the layer its containers were made with.
+            path = os.path.join(self.path, "init-layer.2")
             if not os.path.isdir(path):
                 tmp = tempfile.mkdtemp(prefix=".init-", dir=self.path)
                 for d in _INIT_DIRS:

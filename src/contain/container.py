@@ -478,7 +478,7 @@ class Container:
                publish_all_ports: bool = False, security_opt: Optional[Sequence[str]] = None,
                sysctls: Optional[Mapping[str, Any]] = None,
                device_cgroup_rules: Optional[Sequence[str]] = None,
-               healthcheck: Optional[Mapping[str, Any]] = None) -> "Container":
+               healthcheck: Optional[Mapping[str, Any]] = None, init: bool = False) -> "Container":
         """Create a container from an image (docker-py's parameter names;
         env=, workdir=, memory="512m" and cpus=1.5 are accepted too)."""
         r = get_root(root)
@@ -509,6 +509,8 @@ class Container:
         if net not in ("none", "host", "bridge"):
             ipam.load(r.path, net)  # NotFound for an unknown network
         caps = _capabilities(cap_add, cap_drop, privileged)
+        if init:
+            _init_binary()  # a clear error now rather than at start
         seccomp_setting = seccomp.setting_for_security_opt(security_opt, privileged=privileged)
         sysctl_list = check_sysctls(sysctls, host_network=net == "host")
         device_rules = devices.parse_rules(device_cgroup_rules or ())
@@ -606,6 +608,7 @@ class Container:
                     "Sysctls": {str(k): str(v) for k, v in (sysctls or {}).items()},
                     "DeviceCgroupRules": list(device_cgroup_rules or []),
                     "RestartPolicy": policy,
+                    "Init": bool(init),
                     "LogConfig": {"Type": "contain", "Config": log_opts},
                 },
                 "Mounts": [{"Type": "bind", "Source": m.source, "Destination": m.destination,
@@ -671,6 +674,11 @@ class Container:
         layout = self._root.cgroups.layout
         mounts += defaults.cgroup_mounts(layout.mode, layout.v1)
         mounts += [Mount(**m) for m in extra["mounts"]]
+        if host.get("Init"):
+            # As docker --init: tini is pid 1, forwards signals, reaps zombies;
+            # a read-only bind, so the container cannot write the host's file.
+            mounts.append(Mount(INIT_PATH, "bind", _init_binary(), ["bind", "ro", "nosuid", "nodev"]))
+            process.args = [INIT_PATH, "--", *process.args]
         readonly_paths = [] if host["Privileged"] else list(defaults.READONLY_PATHS)
         if layout.mode != "v2":
             readonly_paths.append("/sys/fs/cgroup")
@@ -1635,6 +1643,17 @@ def _compress_rotated(path: str) -> str:
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+INIT_PATH = "/sbin/docker-init"
+
+
+def _init_binary() -> str:
+    """The host's tini, static if there is one (any image's libc will do then)."""
+    for path in ("/usr/bin/tini-static", "/usr/bin/tini"):
+        if os.path.exists(path):
+            return path
+    raise InvalidArgument("init=True needs tini on the host (apt-get install tini)")
+
 
 def _port_bindings(bindings) -> dict:
     """Docker's HostConfig.PortBindings: {"80/tcp": [{"HostIp": "", "HostPort": "9000"}]}."""
