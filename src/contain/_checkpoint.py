@@ -218,6 +218,9 @@ def _delete_later(path: str) -> None:
 
 
 def _delete_loop() -> None:
+    from ._root import idle_io
+
+    idle_io()
     while True:
         path = _queue.get()
         try:
