@@ -7,6 +7,8 @@ import asyncio
 import importlib.metadata
 import json
 import os
+import sys
+import subprocess
 import socket
 import statistics
 import threading
@@ -175,32 +177,42 @@ def test_wait_for_command(run):
 
 
 # ====================================================================== health
-def _monitor_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"contain._health" in f.read()
-    except FileNotFoundError:
-        return False
+def _health_monitors(cid: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"contain._health" in cmd and cid.encode() in cmd:
+            found.append(int(pid))
+    return found
 
 
-def test_healthcheck_runs_while_the_container_lives(run):
-    c = run(["sh", "-c", "sleep 0.4; touch /ok; sleep 60"])
-    pid = _health.start_health_monitor(c, healthcheck={
-        "test": ["CMD-SHELL", "test -e /ok && echo fine"], "interval": 0.1, "retries": 3})
-    assert pid and _monitor_alive(pid)
-    assert _health.read_health(c._dir)["Status"] == "starting"
+def test_healthcheck_runs_while_the_container_lives(run, croot):
+    c = run(["sh", "-c", "sleep 0.4; touch /ok; sleep 60"],
+            healthcheck={"test": ["CMD-SHELL", "test -e /ok && echo fine"], "interval": 0.1,
+                         "retries": 3})
+    assert _health_monitors(c.id)
     h = waiting.wait_for_healthy(c, timeout=10)
     assert h["Status"] == "healthy" and h["FailingStreak"] == 0
     assert h["Log"][-1]["ExitCode"] == 0 and h["Log"][-1]["Output"] == "fine\n"
     assert 1 <= len(h["Log"]) <= 5
+    assert c.inspect()["State"]["Health"]["Status"] == "healthy"
+    assert c.status_text().startswith("Up ") and c.status_text().endswith(" (healthy)")
+    ps = subprocess.run([sys.executable, "-m", "contain", "--root", croot, "ps", "--filter",
+                         f"id={c.id}", "--format", "{{.Status}}"], capture_output=True, text=True)
+    assert ps.stdout.strip().endswith("(healthy)"), ps.stdout + ps.stderr
     c.exec_run(["rm", "/ok"])
     waiting.wait_until(lambda: _health.read_health(c._dir)["Status"] == "unhealthy",
                        what="unhealthy", timeout=10)
     h = _health.read_health(c._dir)
     assert h["FailingStreak"] >= 3 and len(h["Log"]) == 5
+    assert c.status_text().endswith(" (unhealthy)")
     c.kill()
     c.wait(timeout=10)
-    waiting.wait_until(lambda: not _monitor_alive(pid), what="health monitor exit", timeout=5)
+    waiting.wait_until(lambda: not _health_monitors(c.id), what="health monitor exit", timeout=5)
 
 
 def test_healthcheck_start_period_timeout_and_image_config(croot, busybox_rootfs):

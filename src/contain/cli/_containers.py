@@ -404,7 +404,12 @@ def status_text(state: dict) -> str:
     if st in ("running", "paused"):
         started = _format.parse_time(state.get("StartedAt")) or now
         text = "Up " + _format.human_duration(now - started)
-        return text + " (Paused)" if st == "paused" or state.get("Paused") else text
+        if st == "paused" or state.get("Paused"):
+            return text + " (Paused)"
+        health = (state.get("Health") or {}).get("Status")
+        if health == "starting":
+            return text + " (health: starting)"
+        return f"{text} ({health})" if health in ("healthy", "unhealthy") else text
     if st == "restarting":
         fin = _format.parse_time(state.get("FinishedAt")) or now
         return f"Restarting ({state.get('ExitCode', 0)}) {_format.human_duration(now - fin)} ago"
