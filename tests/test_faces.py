@@ -641,3 +641,22 @@ def test_docs_examples_run(croot, busybox, monkeypatch, pytester):
     pytester.makepyfile(**{f"test_doc{i}": code for i, code in enumerate(test_files)})
     result = pytester.runpytest_subprocess(*_plugin_args(), "-q", f"--basetemp={pytester.path / 'basetemp'}")
     result.assert_outcomes(passed=sum(code.count("def test_") for code in test_files))
+
+
+def test_anonymous_volumes_for_image_volume_paths(croot, busybox_rootfs):
+    from contain import Container, Image
+
+    img = Image.from_directory(busybox_rootfs, tag="faces/with-volume:1",
+                               config={"Volumes": {"/data": {}}, "Cmd": ["sh"]}, root=croot)
+    c = Container.run(img, ["sh", "-c", "echo kept > /data/f"], network="none", root=croot)
+    try:
+        assert c.wait(timeout=30) == 0
+        mount = [m for m in c.inspect()["Mounts"] if m["Destination"] == "/data"][0]
+        with open(os.path.join(mount["Source"], "f")) as f:
+            assert f.read() == "kept\n"
+        names = [v.name for v in Volume.list(root=croot) if v.anonymous]
+        assert any(mount["Source"].startswith(os.path.join(croot, "volumes", n)) for n in names)
+    finally:
+        c.remove(v=True)
+    assert not os.path.exists(mount["Source"])
+    img.remove(force=True)
