@@ -302,7 +302,8 @@ def _pull_layer(client: RegistryClient, store: Store, repo: str, desc: Descripto
     if store.has_blob(desc.digest) and store.has_layer(diff_id):
         report(ProgressEvent(short, "Already exists"))
         return
-    if not store.has_blob(desc.digest):
+    fetched = not store.has_blob(desc.digest)
+    if fetched:
         def downloading(current: int, total: Optional[int]) -> None:
             if cancelled.is_set():
                 raise _Cancelled(f"download of {desc.digest} cancelled")
@@ -313,7 +314,8 @@ def _pull_layer(client: RegistryClient, store: Store, repo: str, desc: Descripto
     if cancelled.is_set():
         raise _Cancelled(f"unpacking of {desc.digest} cancelled")
     report(ProgressEvent(short, "Extracting", 0, desc.size))
-    store.ensure_layer(diff_id, desc.digest, desc.media_type)
+    # A blob fetched just now was hashed on its way in: not again here.
+    store.ensure_layer(diff_id, desc.digest, desc.media_type, blob_verified=fetched)
     report(ProgressEvent(short, "Pull complete", desc.size, desc.size))
 
 

@@ -452,11 +452,14 @@ class Store:
         hex_id = parse_digest(diff_id)[1]
         return os.path.isfile(os.path.join(self._layers_dir, hex_id, "layer.json"))
 
-    def ensure_layer(self, diff_id: str, blob_digest: str, media_type: Optional[str] = None) -> str:
+    def ensure_layer(self, diff_id: str, blob_digest: str, media_type: Optional[str] = None,
+                     *, blob_verified: bool = False) -> str:
         """Unpack the layer once (verifying blob digest and diff id); its lower dir.
 
         Concurrent callers for the same layer, in this or other processes, wait on the
-        layer's lock and then reuse the first caller's result.
+        layer's lock and then reuse the first caller's result.  ``blob_verified``: the
+        caller has just written the blob through a verifying writer (a pull), so it is
+        not hashed a second time; the diff id is checked all the same.
         """
         from .unpack import unpack_layer  # imported late: the store works without it
 
@@ -474,12 +477,15 @@ class Store:
             work = tempfile.mkdtemp(dir=self._tmp_dir, prefix="layer-")
             try:
                 with self.open_blob(blob_digest) as raw:
-                    reader = _HashingReader(raw, algorithm)
-                    stats = unpack_layer(io.BufferedReader(reader, _CHUNK),
-                                         os.path.join(work, "diff"), compression=compression)
-                    reader.drain()  # decompressors may stop before trailing bytes
-                if reader.hasher.hexdigest() != blob_hex:
-                    raise DigestMismatch(f"layer blob {blob_digest} is corrupt in the store")
+                    if blob_verified:
+                        stats = unpack_layer(raw, os.path.join(work, "diff"), compression=compression)
+                    else:
+                        reader = _HashingReader(raw, algorithm)
+                        stats = unpack_layer(io.BufferedReader(reader, _CHUNK),
+                                             os.path.join(work, "diff"), compression=compression)
+                        reader.drain()  # decompressors may stop before trailing bytes
+                        if reader.hasher.hexdigest() != blob_hex:
+                            raise DigestMismatch(f"layer blob {blob_digest} is corrupt in the store")
                 if stats.diff_id != diff_id:
                     raise DigestMismatch(
                         f"layer {blob_digest} unpacks to {stats.diff_id}, expected {diff_id}")
