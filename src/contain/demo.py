@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"outside: pid {os.getpid()}, hostname {os.uname().nodename}")
     t0 = time.perf_counter()
-    with Container.run(image, ["sh", "-c", script], hostname="demo", mem_limit="64m",
+    with Container.run(image, ["sh", "-c", script], hostname="demo", mem_limit="64m", network="none",
                        pids_limit=64) as c:
         code = c.wait(timeout=60)
         elapsed = (time.perf_counter() - t0) * 1000
