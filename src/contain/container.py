@@ -192,6 +192,12 @@ class LogLine:
     data: bytes
 
 
+def _reap_pidfd(pidfd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    os.close(pidfd)
+
+
 def _stream_output(proc: "ExecProcess") -> Iterator[bytes]:
     """Chunks of an exec's stdout then stderr as they come; reaps it at the end."""
     import selectors
@@ -307,9 +313,14 @@ class ExecProcess:
             _signal.pidfd_send_signal(self._pidfd, sig)
 
     def __del__(self) -> None:
-        if getattr(self, "_pidfd", -1) >= 0:
+        # Never block in a finalizer: a process still running is reaped in
+        # the background when it ends.
+        if getattr(self, "_pidfd", -1) >= 0 and self.returncode is None:
             with contextlib.suppress(Exception):
-                self.wait()
+                if self.poll() is None:
+                    threading.Thread(target=_reap_pidfd, args=(self._pidfd,), daemon=True,
+                                     name="contain-exec-reaper").start()
+                    self._pidfd = -1
 
 
 @attrs.define(eq=False, repr=False)
