@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-pkgs=(gcc libffi-dev busybox-static iproute2 nftables tini python3-venv python3-dev)
+pkgs=(gcc libc6-dev libffi-dev busybox-static iproute2 nftables tini python3-venv python3-dev)
 if [ "$want_test" = 1 ]; then
     pkgs+=(docker-registry skopeo debootstrap crun runc podman uidmap umoci curl apache2-utils)
 fi
