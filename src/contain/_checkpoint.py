@@ -24,7 +24,6 @@ is recorded is what the program left on disk when asked to stop.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import secrets
@@ -33,6 +32,7 @@ import threading
 from typing import Any, Optional
 
 from . import _names, _timefmt
+from ._jsonfile import read_json, write_json as _write_json
 from .errors import Conflict, NotFound
 
 __all__ = ["checkpoint", "reset", "checkpoints", "remove_checkpoint", "extra_lowerdirs"]
@@ -54,18 +54,7 @@ def _ckpt_dir(container: Any, name: str) -> str:
 
 
 def _read_meta(path: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(path, _META)) as f:
-            return json.load(f)
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
+    return read_json(os.path.join(path, _META))
 
 
 def checkpoints(container: Any) -> list:

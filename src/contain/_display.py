@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from ._imageops import _in_notebook
+
 __all__ = [
     "ResultList", "install", "html_table", "text_table",
     "container_row", "image_row", "volume_row", "network_row",
@@ -299,17 +301,6 @@ def install(*classes: Any) -> None:
 
 
 # ---------------------------------------------------------------- progress
-def _in_notebook() -> bool:
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    try:
-        ip = shell.get_ipython()  # type: ignore[attr-defined]
-    except Exception:
-        return False
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-
-
 def interactive() -> bool:
     """A person is watching: a terminal on stderr, or a Jupyter kernel."""
     if _in_notebook():

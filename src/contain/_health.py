@@ -35,6 +35,7 @@ import time
 from typing import Any, Mapping, Optional
 
 from . import _timefmt
+from ._jsonfile import read_json, write_json as _write_json
 
 __all__ = ["start_health_monitor", "read_health", "healthcheck_config", "has_healthcheck",
            "container_dir", "normalize"]
@@ -122,18 +123,7 @@ def read_health(cdir: str) -> Optional[dict]:
 
 
 def _read_raw(cdir: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(cdir, HEALTH_FILE)) as f:
-            return json.load(f)
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
+    return read_json(os.path.join(cdir, HEALTH_FILE))
 
 
 @contextlib.contextmanager
@@ -210,18 +200,12 @@ def _probe(container: Any, test: list, timeout_ns: int) -> dict:
     except Exception as exc:  # not runnable at all: a failed probe, as in Docker
         return {"Start": _timefmt.rfc3339(started), "End": _timefmt.now(), "ExitCode": -1,
                 "Output": str(exc)[:MAX_OUTPUT]}
+    from .waiting import communicate_or_kill
+
     try:
-        out, err = proc.communicate(timeout=timeout)
+        output = communicate_or_kill(proc, timeout).decode("utf-8", "replace")
         code = proc.returncode
-        output = ((out or b"") + (err or b"")).decode("utf-8", "replace")
-    except (subprocess.TimeoutExpired, TimeoutError):
-        with contextlib.suppress(Exception):
-            proc.kill()
-            proc.wait(5)
-        for f in (proc.stdout, proc.stderr):
-            if f is not None:
-                with contextlib.suppress(Exception):
-                    f.close()
+    except TimeoutError:
         code = -1
         output = f"Health check exceeded timeout ({timeout:g}s)"
     return {"Start": _timefmt.rfc3339(started), "End": _timefmt.now(), "ExitCode": code,

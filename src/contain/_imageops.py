@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ import attrs
 import zstandard
 
 from ._root import RootArg, get_root
-from .errors import DigestMismatch, ImageNotFound, InvalidArgument, RegistryError
+from .errors import ImageNotFound, InvalidArgument, RegistryError
 from .oci import archive, auth
 from .oci import mediatypes as mt
 from .oci.imageconfig import Descriptor, ImageConfig, Manifest, build_manifest, host_platform
@@ -398,8 +397,6 @@ def _stored_compression(store: Store, layer: LayerRecord) -> str:
 
 def _recompress(store: Store, layer: LayerRecord, stored: str, wanted: str) -> Descriptor:
     """A new blob holding the layer compressed with `wanted`; its diff id is checked."""
-    decompressor = archive._Decompressor(stored)  # shared with archive: multi-member gzip
-    diff = hashlib.sha256()
     with store.open_blob(layer.digest) as src, store.new_blob() as writer:
         if wanted == "gzip":
             # mtime=0, no name: the same layer recompresses to the same blob every time.
@@ -408,17 +405,9 @@ def _recompress(store: Store, layer: LayerRecord, stored: str, wanted: str) -> D
         else:
             compressor = zstandard.ZstdCompressor(level=3).stream_writer(
                 writer, closefd=False)  # type: ignore[arg-type]  # BlobWriter is file-like
-        while True:
-            chunk = src.read(_CHUNK)
-            if not chunk:
-                break
-            plain = decompressor.feed(chunk)
-            diff.update(plain)
+        for plain in archive.decompressed(src, stored, layer.diff_id, layer.digest):
             compressor.write(plain)
-        decompressor.finish()
         compressor.close()
-        if "sha256:" + diff.hexdigest() != layer.diff_id:
-            raise DigestMismatch(f"layer {layer.digest} does not decompress to {layer.diff_id}")
         digest, size = writer.commit()
     media_type = mt.OCI_LAYER_GZIP if wanted == "gzip" else mt.OCI_LAYER_ZSTD
     return Descriptor(media_type, digest, size)

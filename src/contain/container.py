@@ -29,6 +29,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import attrs
 
 from . import _names, _timefmt
+from ._jsonfile import write_json as _write_json
 from ._root import Root, RootArg, get_root
 from .errors import (
     Conflict,
@@ -50,13 +51,6 @@ from .net import endpoint, ipam
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _RECORD = struct.Struct("=QIBBH")  # see _native/monitor.c
 STDOUT, STDERR = 1, 2
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
 
 
 def _proc_start_time(pid: int) -> Optional[int]:

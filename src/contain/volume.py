@@ -19,12 +19,12 @@ import os
 import secrets
 import shutil
 import stat
-import threading
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import attrs
 
 from . import _names, _timefmt
+from ._jsonfile import write_json as _write_json
 from ._root import Root, RootArg, get_root
 from .errors import Conflict, InvalidArgument, NotFound
 from .storage.locks import FileLock
@@ -41,13 +41,6 @@ class VolumeNotFound(NotFound):
 
 def _lock(r: Root) -> FileLock:
     return FileLock(os.path.join(r.path, "locks", "volumes.lock"))
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
 
 
 def _created_from_mtime(path: str) -> str:

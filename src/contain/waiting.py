@@ -314,7 +314,7 @@ def wait_for_command(container: Any, cmd: Any, *, timeout: float = 60,
         except ContainError:
             return None
         try:
-            out = _communicate(proc, limit)
+            out = communicate_or_kill(proc, limit)
         except TimeoutError:
             return None
         last[0] = (proc.returncode, out)
@@ -334,7 +334,9 @@ def wait_for_command(container: Any, cmd: Any, *, timeout: float = 60,
         raise
 
 
-def _communicate(proc: Any, limit: float) -> bytes:
+def communicate_or_kill(proc: Any, limit: float) -> bytes:
+    """stdout+stderr of an exec'd process; past `limit` it is killed and
+    TimeoutError raised."""
     import subprocess
 
     try:

@@ -157,15 +157,8 @@ def cmd_inspect(ctx: Context, args, kind: str | None = None) -> int:
 
 # ---------------------------------------------------------------------- network
 
-def _network_cls():
-    net = getattr(contain, "Network", None)
-    if net is None:
-        raise CLIError("Error: networks are not available in this version of contain", 1)
-    return net
-
-
 def cmd_network(ctx: Context, args) -> int:
-    Network = _network_cls()
+    Network = contain.Network
     sub = args.network_command
     if sub == "create":
         opts: dict = {}
@@ -238,15 +231,8 @@ def cmd_network(ctx: Context, args) -> int:
 
 # ----------------------------------------------------------------------- volume
 
-def _volume_cls():
-    vol = getattr(contain, "Volume", None)
-    if vol is None:
-        raise CLIError("Error: volumes are not available in this version of contain", 1)
-    return vol
-
-
 def cmd_volume(ctx: Context, args) -> int:
-    Volume = _volume_cls()
+    Volume = contain.Volume
     sub = args.volume_command
     if sub == "create":
         opts: dict = {}

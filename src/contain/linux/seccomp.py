@@ -579,23 +579,10 @@ def for_security_opt(security_opt: Optional[Iterable[str]], *, privileged: bool 
     """The profile docker's `--security-opt` asks for: None when unconfined
     (or privileged, as Docker), a file's profile for seccomp=PATH, else the
     default.  Options other than seccomp= are left to the caller."""
-    profile: Optional[Profile] = DEFAULT_PROFILE
-    chosen = False
-    for opt in security_opt or ():
-        if not isinstance(opt, str):
-            raise InvalidArgument(f"invalid security option: {opt!r}")
-        key, sep, value = opt.partition("=")
-        if not sep:
-            key, sep, value = opt.partition(":")
-        if key != "seccomp":
-            continue
-        if not value:
-            raise InvalidArgument(f"invalid security option: {opt!r}")
-        chosen = True
-        profile = None if value == "unconfined" else from_json(value)
-    if privileged and not chosen:
+    setting = setting_for_security_opt(security_opt, privileged=privileged)
+    if setting == "unconfined":
         return None
-    return profile
+    return DEFAULT_PROFILE if setting == "default" else from_json(setting)
 
 
 def setting_for_security_opt(security_opt: Optional[Iterable[str]], *, privileged: bool = False

@@ -18,13 +18,13 @@ import json
 import os
 import re
 import secrets
-import threading
 import time
 from typing import Any, Iterable, Iterator, Optional
 
 import attrs
 
 from ..errors import Conflict, InvalidArgument, NotFound
+from .._jsonfile import write_json as _write_json
 from ..storage.locks import FileLock
 
 DEFAULT_NETWORK = "bridge"
@@ -67,13 +67,6 @@ class NetworkRecord:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
 
 
 def networks_dir(root_path: str) -> str:

@@ -119,6 +119,23 @@ class _Decompressor:
             raise LayerError("truncated gzip stream")
 
 
+def decompressed(src: IO[bytes], compression: str, diff_id: str, what: str) -> Iterator[bytes]:
+    """The uncompressed bytes of a layer blob, chunk by chunk; DigestMismatch at
+    the end unless they hash to `diff_id` (so a consumer must read to the end)."""
+    decompressor = _Decompressor(compression)
+    hasher = hashlib.sha256()
+    while True:
+        chunk = src.read(_CHUNK)
+        if not chunk:
+            break
+        plain = decompressor.feed(chunk)
+        hasher.update(plain)
+        yield plain
+    decompressor.finish()
+    if "sha256:" + hasher.hexdigest() != diff_id:
+        raise DigestMismatch(f"layer {what} does not decompress to {diff_id}")
+
+
 class _LayerIngest:
     """Copies a layer stream into a blob writer, hashing both it and its uncompressed form."""
 
@@ -690,18 +707,8 @@ def _add_uncompressed_layer(store: Store, tar: tarfile.TarFile, name: str, diges
         # A tar header needs the size first, so decompress to a temp file (on the store's
         # filesystem), checking the diff id on the way.
         with tempfile.TemporaryFile(dir=os.path.join(store.root, "tmp"), prefix="save-") as tmp:
-            decompressor = _Decompressor(compression)
-            hasher = hashlib.sha256()
-            while True:
-                chunk = blob.read(_CHUNK)
-                if not chunk:
-                    break
-                plain = decompressor.feed(chunk)
-                hasher.update(plain)
+            for plain in decompressed(blob, compression, diff_id, digest):
                 tmp.write(plain)
-            decompressor.finish()
-            if "sha256:" + hasher.hexdigest() != diff_id:
-                raise DigestMismatch(f"layer {digest} does not decompress to {diff_id}")
             size = tmp.tell()
             tmp.seek(0)
             tar.addfile(_tar_info(name, size), tmp)
