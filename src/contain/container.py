@@ -324,6 +324,9 @@ class Container:
     id: str
     _root: Root = attrs.field(alias="root")
     _monitor_pidfd: int = attrs.field(default=-1, alias="monitor_pidfd")
+    # Read end of a pipe the monitor closes once the exit is recorded
+    # (before its clean-up): the starter's wait ends there.
+    _exited_fd: int = attrs.field(default=-1, alias="exited_fd")
 
     def __repr__(self) -> str:
         return f"<Container: {self.short_id} {self.name}>"
@@ -755,6 +758,9 @@ class Container:
                 os.unlink(self._path(name))
         resources = Resources(**state["_contain"]["resources"])
         manager = self._root.cgroups
+        # A previous run's monitor may still be removing the cgroups of this
+        # name: it must be gone before they are made again.
+        self._await_monitor_exit(state)
         with contextlib.suppress(NotFound):
             manager.open(self.id).remove()
         try:
@@ -766,6 +772,7 @@ class Container:
             # container between its creation and ours: make it again.
             cgroup = manager.create(self.id, resources)
         fds: list[int] = []
+        exited_r = -1
         try:
             cfg, host = state["Config"], state["HostConfig"]
             # The device allowlist is in place before the first process enters.
@@ -815,9 +822,13 @@ class Container:
                 flags += ["--oom-file", os.path.join(cgroup.paths["unified"], "memory.events")]
             for d in cgroup.dirs():
                 flags += ["--cgroup", d]
+            monitor_fds = streams + (streams_extra if not cfg["Tty"] else [])
+            exited_r, exited_w = os.pipe2(os.O_CLOEXEC)
+            fds.append(exited_w)
+            flags += ["--exited-fd", str(4 + len(monitor_fds))]
+            monitor_fds.append(exited_w)
             if host.get("RestartPolicy", {}).get("Name", "no") != "no":
                 flags += ["--", sys.executable, "-m", "contain._restart", self._root.path, self.id]
-            monitor_fds = streams + (streams_extra if not cfg["Tty"] else [])
             userns_options: dict = {}
             if state["_contain"].get("userns"):
                 from .linux.rootless import spawn_options
@@ -827,6 +838,8 @@ class Container:
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds),
                           console_socket=console, join_ns_fds=join_fds, **userns_options)
         except BaseException as exc:
+            if exited_r >= 0:
+                os.close(exited_r)
             with contextlib.suppress(ContainError):
                 cgroup.remove()
             if isinstance(exc, RuntimeFailure):
@@ -838,9 +851,9 @@ class Container:
         finally:
             for fd in fds:
                 os.close(fd)
-        if self._monitor_pidfd >= 0:
-            os.close(self._monitor_pidfd)
+        self._close_monitor_fds()
         self._monitor_pidfd = child.monitor_pidfd
+        self._exited_fd = exited_r
         st = state["State"]
         state["_contain"].pop("stopped_by_user", None)
         st.update(Status="running", Running=True, Paused=False, Pid=child.pid,
@@ -920,6 +933,7 @@ class Container:
                   FinishedAt=finished, OOMKilled=oom)
         self._save(state)
         if state["HostConfig"].get("AutoRemove"):
+            self._await_monitor_exit(state)
             self._remove_files(state)
 
     def wait(self, timeout: Optional[float] = None, condition: str = "not-running") -> int:
@@ -944,7 +958,7 @@ class Container:
                     raise Conflict(f"container {self.short_id} is not running")
                 return st["ExitCode"]
             extra = state["_contain"]
-            fd = self._monitor_pidfd
+            fd = self._exited_fd if self._exited_fd >= 0 else self._monitor_pidfd
             own = False
             if fd < 0:
                 opened = _open_pidfd(extra.get("monitor_pid", 0), extra.get("monitor_start"))
@@ -958,13 +972,47 @@ class Container:
                         os.close(fd)
                 if not ready:
                     raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
-                if fd == self._monitor_pidfd:
+                if fd == self._exited_fd:
+                    os.close(fd)
+                    self._exited_fd = -1
+                elif fd == self._monitor_pidfd:
                     os.close(fd)
                     self._monitor_pidfd = -1
             elif remaining == 0:
                 raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
 
     _last_exit: Optional[int] = None
+
+    def _await_monitor_exit(self, state: dict, timeout: float = 5.0) -> None:
+        """Wait for the last run's monitor to finish its clean-up (it ends
+        moments after recording the exit).  A restart policy's process,
+        which the monitor became, is not waited for: the monitor removed
+        the cgroups before becoming it."""
+        extra = state["_contain"]
+        fd, own = self._monitor_pidfd, False
+        if fd < 0:
+            if extra.get("monitor_pid", 0) in (0, os.getpid()):
+                return
+            if state["HostConfig"].get("RestartPolicy", {}).get("Name", "no") != "no":
+                return
+            opened = _open_pidfd(extra["monitor_pid"], extra.get("monitor_start"))
+            if opened is None:
+                return
+            fd, own = opened, True
+        try:
+            select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
+            if not own:
+                self._monitor_pidfd = -1
+
+    def _close_monitor_fds(self) -> None:
+        for name in ("_monitor_pidfd", "_exited_fd"):
+            fd = getattr(self, name, -1)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, name, -1)
 
     def _wait_polling(self, deadline, timeout, condition: str) -> int:
         started = None
@@ -1125,6 +1173,7 @@ class Container:
                 state = self._load()
             except ContainerNotFound:
                 return
+            self._await_monitor_exit(state)
             self._remove_files(state)
         if v:
             from .volume import remove_anonymous
@@ -1146,9 +1195,7 @@ class Container:
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._dir, trash)
             self._root.discard(trash)
-        if self._monitor_pidfd >= 0:
-            os.close(self._monitor_pidfd)
-            self._monitor_pidfd = -1
+        self._close_monitor_fds()
 
     def __enter__(self) -> "Container":
         return self
@@ -1157,9 +1204,7 @@ class Container:
         self.remove(force=True)
 
     def __del__(self) -> None:
-        if getattr(self, "_monitor_pidfd", -1) >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._monitor_pidfd)
+        self._close_monitor_fds()
 
     # ---------------------------------------------------------- filesystem
     def commit(self, repository: Optional[str] = None, tag: Optional[str] = None, *,

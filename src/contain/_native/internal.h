@@ -36,7 +36,12 @@ static inline int ct_fail(struct ct_error *err, const char *step, const char *de
 }
 
 int ct_mkdir_p(const char *path, int mode);
-int ct_prepare_mounts(struct ct_spec *spec, int *fds, struct ct_error *err);
+/* Mounts are made detached in two passes: every one but the cgroup
+ * filesystems first, those once the cgroup namespace exists (they show
+ * the cgroup the container was placed in as their root). */
+#define CT_PREPARE_EARLY 0
+#define CT_PREPARE_CGROUPFS 1
+int ct_prepare_mounts(struct ct_spec *spec, int *fds, int which, struct ct_error *err);
 int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err);
 int ct_setup_process(struct ct_process *proc, struct ct_error *err);
 /* Exec proc->argv, searching PATH; only returns on failure (err filled). */

@@ -12,6 +12,9 @@
  *                      oom_kill count goes into the exit file
  *   --cgroup DIR       the container's cgroup directories, removed once it
  *                      has exited (repeatable)
+ *   --exited-fd N      closed as soon as STATE_DIR/exit is written, before
+ *                      the cgroups are removed: the starter's wait ends
+ *                      there, and the clean-up overlaps its bookkeeping
  *
  * fd 3 is a pidfd for the container's first process (our child); fds 4..
  * are the read ends of its output streams (stream 1 = stdout, 2 = stderr).
@@ -326,6 +329,7 @@ int main(int argc, char **argv)
     int want_stdin = 0, tty = 0;
     const char *oom_file = NULL;
     char **restart = NULL;
+    int exited_fd = -1;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--stdin"))
             want_stdin = 1;
@@ -337,6 +341,8 @@ int main(int argc, char **argv)
             log_max_files = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--oom-file") && i + 1 < argc)
             oom_file = argv[++i];
+        else if (!strcmp(argv[i], "--exited-fd") && i + 1 < argc)
+            exited_fd = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--cgroup") && i + 1 < argc) {
             if (ncgroups < MAX_CGROUPS)
                 cgroups[ncgroups++] = argv[i + 1];
@@ -510,6 +516,8 @@ int main(int argc, char **argv)
         close(fd);
         rename(tmp, path);
     }
+    if (exited_fd >= 0)
+        close(exited_fd);
     /* Before we end: a start that follows at once must not find an old
      * cleaner removing its fresh cgroup of the same name. */
     remove_cgroups();

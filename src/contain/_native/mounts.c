@@ -180,11 +180,29 @@ static int detached_bind(const char *source, unsigned int attr, int recursive,
     return fd;
 }
 
-int ct_prepare_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
+static int is_cgroupfs(const struct ct_mount *m)
+{
+    const char *t = m->fstype, *c = "cgroup";
+    if (!t)
+        return 0;
+    while (*c && *t == *c)
+        t++, c++;
+    return !*c && (!*t || (t[0] == '2' && !t[1]));
+}
+
+int ct_prepare_mounts(struct ct_spec *spec, int *fds, int which, struct ct_error *err)
 {
     for (int i = 0; i < spec->nmounts; i++) {
         struct ct_mount *m = &spec->mounts[i];
+        int late = m->kind == CT_MOUNT_NEW && is_cgroupfs(m);
+        if (which == CT_PREPARE_CGROUPFS) {
+            if (late && (fds[i] = new_fs(m, err)) < 0)
+                return -1;
+            continue;
+        }
         fds[i] = -1;
+        if (late)
+            continue;
         if (m->kind == CT_MOUNT_NEW)
             fds[i] = new_fs(m, err);
         else if (m->kind == CT_MOUNT_BIND)

@@ -41,6 +41,8 @@ struct spawn_ctx {
     int done_r;
     int go_r;          /* the parent writes a byte here once id maps are set */
     int go_w;
+    int cg_r;          /* and here once it has placed the child in its cgroups */
+    int cg_w;
     sigset_t mask;     /* the parent's signal mask, restored before exec */
     /* ct_join */
     int target_pidfd;
@@ -133,6 +135,8 @@ static int container_child(void *arg)
 
     ct_reset_signals();
     close(c->done_r);
+    if (c->cg_w >= 0)
+        close(c->cg_w);
     if (c->go_r >= 0) {
         close(c->go_w);
         if (read(c->go_r, &b, 1) != 1)
@@ -141,10 +145,9 @@ static int container_child(void *arg)
         if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
             die(err, "become root in the user namespace", NULL, errno);
     }
-    if (join_cgroups(s->cgroup_procs, err) < 0)
+    /* Unless the parent places us (see place_in_cgroups), join them now. */
+    if (c->cg_r < 0 && join_cgroups(s->cgroup_procs, err) < 0)
         _exit(125);
-    if ((s->clone_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
-        die(err, "create cgroup namespace", NULL, errno);
     for (int i = 0; i < 8 && s->ns_fds[i] >= 0; i++)
         if (setns(s->ns_fds[i], 0) < 0)
             die(err, "join namespace", NULL, errno);
@@ -176,7 +179,7 @@ static int container_child(void *arg)
     }
     if (s->nmounts > CT_MAX_MOUNTS)
         die(err, "too many mounts", NULL, E2BIG);
-    if (ct_prepare_mounts(s, fds, err) < 0)
+    if (ct_prepare_mounts(s, fds, CT_PREPARE_EARLY, err) < 0)
         _exit(125);
     if (s->hostname && (s->clone_flags & CLONE_NEWUTS) &&
         sethostname(s->hostname, ct_strlen(s->hostname)) < 0)
@@ -192,6 +195,17 @@ static int container_child(void *arg)
     if (chdir("/") < 0)
         die(err, "chdir /", NULL, errno);
 
+    /* Nothing from here on runs before the container is in its cgroups. */
+    if (c->cg_r >= 0) {
+        if (read(c->cg_r, &b, 1) != 1)
+            _exit(125);  /* the parent recorded why */
+        close(c->cg_r);
+    }
+    /* Made after joining, so that the cgroup it sees as its root is its own. */
+    if ((s->clone_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
+        die(err, "create cgroup namespace", NULL, errno);
+    if (ct_prepare_mounts(s, fds, CT_PREPARE_CGROUPFS, err) < 0)
+        _exit(125);
     if (ct_attach_mounts(s, fds, err) < 0)
         _exit(125);
     if (s->proc.cwd && s->proc.cwd[0] && !s->readonly_root) {
@@ -381,6 +395,36 @@ static int map_and_release(struct spawn_ctx *c, int pid)
     return ok ? 0 : -1;
 }
 
+/* Put the child into its cgroups from outside, as its parent.  Moving a
+ * process between v1 cgroups waits for an RCU grace period (milliseconds);
+ * done here, that wait overlaps the child's mounts instead of preceding
+ * them.  The child waits for the byte before anything runs in it. */
+static int place_in_cgroups(struct spawn_ctx *c, int pid)
+{
+    char num[16];
+    const int *fds = c->spec->cgroup_procs;
+    int ok = 1;
+
+    close(c->cg_r);
+    format_uint(num, (unsigned)pid);
+    for (int i = 0; ok && i < 12 && fds[i] >= 0; i++) {
+        if (write(fds[i], num, ct_strlen(num)) < 0) {
+            /* A child that failed on its own has said why already. */
+            if (!c->err->step[0])
+                ct_fail(c->err, "join cgroup", NULL, errno);
+            ok = 0;
+        }
+    }
+    if (ok && write(c->cg_w, "c", 1) != 1) {
+        /* EPIPE: the child died, after recording its own failure. */
+        if (!c->err->step[0])
+            ct_fail(c->err, "release child", NULL, errno);
+        ok = 0;
+    }
+    close(c->cg_w);
+    return ok ? 0 : -1;
+}
+
 static int clone_flags_for(struct ct_spec *spec)
 {
     /* The cgroup namespace is made in the child after it joined its
@@ -415,6 +459,10 @@ static int monitor_child(void *arg)
         die(c->err, "clone", NULL, errno);
     c->child_pid = pid;
     if (c->go_r >= 0 && map_and_release(c, pid) < 0) {
+        kill(pid, SIGKILL);
+        _exit(125);
+    }
+    if (c->cg_w >= 0 && place_in_cgroups(c, pid) < 0) {
         kill(pid, SIGKILL);
         _exit(125);
     }
@@ -469,7 +517,7 @@ static int launcher_child(void *arg)
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err)
 {
     struct spawn_ctx c = {0};
-    int done[2], go[2] = {-1, -1};
+    int done[2], go[2] = {-1, -1}, cg[2] = {-1, -1};
     int userns = (spec->clone_flags & CLONE_NEWUSER) != 0;
     sigset_t old;
     int pid, pidfd = -1, clone_errno;
@@ -483,6 +531,13 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         close(done[1]);
         return ct_fail(err, "create sync pipe", NULL, errno);
     }
+    /* In a user namespace the child joins its cgroups itself (as the
+     * delegated owner); otherwise its parent places it. */
+    if (!userns && spec->cgroup_procs[0] >= 0 && pipe2(cg, O_CLOEXEC) < 0) {
+        close(done[0]);
+        close(done[1]);
+        return ct_fail(err, "create sync pipe", NULL, errno);
+    }
     /* container, monitor, launcher, and the id map helper's (only touched
      * when one runs: pages are allocated on use) */
     size_t stacks = 4 * STACK_SIZE;
@@ -492,6 +547,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         close(done[0]);
         close(done[1]);
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
+        if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
         return -1;
     }
     c.spec = spec;
@@ -501,6 +557,8 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     c.done_w = done[1];
     c.go_r = go[0];
     c.go_w = go[1];
+    c.cg_r = cg[0];
+    c.cg_w = cg[1];
     c.child_pid = c.monitor_pid = c.monitor_pidfd = -1;
     c.stack_c = stack + STACK_SIZE;
     c.stack_m = stack + 2 * STACK_SIZE;
@@ -517,13 +575,16 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     if (pid < 0) {
         close(done[0]);
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
+        if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
         munmap(stack, stacks);
         return ct_fail(err, "clone", NULL, clone_errno);
     }
     if (mon) {
-        reap(pid);  /* the launcher; the monitor-to-be owns the go pipe now */
+        reap(pid);  /* the launcher; the monitor-to-be owns the sync pipes now */
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
-    } else if (userns && map_and_release(&c, pid) < 0) {
+        if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
+    } else if ((userns && map_and_release(&c, pid) < 0) ||
+               (cg[1] >= 0 && place_in_cgroups(&c, pid) < 0)) {
         kill(pid, SIGKILL);
         wait_done(done[0]);
         close(done[0]);
