@@ -12,6 +12,7 @@ import time
 import pytest
 
 from contain import Conflict, Container, InvalidArgument
+from contain._root import wait_for_discards
 
 
 def test_detached_container_outlives_its_caller(croot, busybox):
@@ -243,9 +244,12 @@ def test_twenty_containers_at_once(run):
 
 def test_exec_leaves_no_fd_or_process(run):
     c = run(["sleep", "60"])
+    # The background deleter holds directory fds while it works: let it finish.
+    wait_for_discards(10)
     before = set(os.listdir("/proc/self/fd"))
     for _ in range(5):
         assert c.exec_run(["true"]).exit_code == 0
+    wait_for_discards(10)
     assert set(os.listdir("/proc/self/fd")) == before
     assert len(c.top()["Processes"]) == 1
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import secrets
 import shutil
-import threading
 from typing import Any, Optional
 
 from . import _names, _timefmt
 from ._jsonfile import read_json, write_json as _write_json
+from ._root import discard_later, wait_for_discards
 from .errors import Conflict, NotFound
 
 __all__ = ["checkpoint", "reset", "checkpoints", "remove_checkpoint", "extra_lowerdirs"]
@@ -182,50 +181,21 @@ def _discard(container: Any, path: str) -> None:
 
 
 # ------------------------------------------------------- background deletion
-# One daemon thread deletes discarded layers, so a reset costs a rename.
+# Deleted by the root's background deleter, so a reset costs a rename.
 # What a process leaves undeleted when it exits lies inside the container's
 # directory: removing the container (or the next reset) takes it away.
-_queue: "queue.Queue[str]" = queue.Queue()
-_worker: Optional[threading.Thread] = None
-_worker_lock = threading.Lock()
-
-
 def _delete_later(path: str) -> None:
-    global _worker
     if not os.path.lexists(path):
         return
     parent = os.path.dirname(path)
     with contextlib.suppress(OSError):
         for n in os.listdir(parent):  # left by a process that exited meanwhile
             if n.startswith(".discard-") and os.path.join(parent, n) != path:
-                _queue.put(os.path.join(parent, n))
-    _queue.put(path)
-    with _worker_lock:
-        if _worker is None or not _worker.is_alive():
-            _worker = threading.Thread(target=_delete_loop, name="contain-discard", daemon=True)
-            _worker.start()
-
-
-def _delete_loop() -> None:
-    from ._root import idle_io
-
-    idle_io()
-    while True:
-        path = _queue.get()
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            _queue.task_done()
+                discard_later(os.path.join(parent, n))
+    discard_later(path)
 
 
 def wait_for_deletions(timeout: Optional[float] = None) -> None:
     """Block until discarded layers queued so far are deleted (tests, benchmarks)."""
-    if timeout is None:
-        _queue.join()
-        return
-    import time
-
-    deadline = time.monotonic() + timeout
-    while _queue.unfinished_tasks and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_discards(timeout)
 

@@ -9,6 +9,7 @@ keep independent stores.  Several processes may share a root.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -31,6 +32,47 @@ def idle_io() -> None:
     if ioprio_set is not None:
         # IOPRIO_WHO_PROCESS with who=0 is the calling thread; class 3 is idle.
         ctypes.CDLL(None, use_errno=True).syscall(ioprio_set, 1, 0, 3 << 13)
+
+
+# ------------------------------------------------------- background deletion
+# One daemon thread per process deletes what was renamed away (removed
+# containers, discarded layers), so that a removal costs a rename and a
+# queue entry, not a thread start.  What a process leaves undeleted when it
+# exits keeps its marker name, and is queued again by the next one.
+_discards: "queue.Queue[str]" = queue.Queue()
+_discarder: Optional[threading.Thread] = None
+
+
+def discard_later(path: str) -> None:
+    global _discarder
+    _discards.put(path)
+    if _discarder is None or not _discarder.is_alive():
+        with _lock:
+            if _discarder is None or not _discarder.is_alive():
+                _discarder = threading.Thread(target=_discard_loop, name="contain-discard", daemon=True)
+                _discarder.start()
+
+
+def _discard_loop() -> None:
+    idle_io()
+    while True:
+        path = _discards.get()
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            _discards.task_done()
+
+
+def wait_for_discards(timeout: Optional[float] = None) -> None:
+    """Block until what was discarded so far is deleted (tests, benchmarks)."""
+    if timeout is None:
+        _discards.join()
+        return
+    import time
+
+    deadline = time.monotonic() + timeout
+    while _discards.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class Root:
@@ -64,11 +106,7 @@ class Root:
 
     def discard(self, path: str) -> None:
         """Delete a renamed-away tree in the background, at idle I/O priority."""
-        def delete() -> None:
-            idle_io()
-            shutil.rmtree(path, ignore_errors=True)
-
-        threading.Thread(target=delete, daemon=True, name="contain-discard").start()
+        discard_later(path)
 
     def init_layer(self) -> str:
         """The layer of mount points every container needs (/proc, /dev,

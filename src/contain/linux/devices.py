@@ -120,17 +120,20 @@ def apply_v1(directory: str, rules: Sequence[DeviceRule]) -> None:
     """Write `rules` in order into a v1 devices cgroup directory.  Must be
     done before any process is in the cgroup (the list can only shrink
     below an ancestor's, and "deny a" fails once children exist)."""
-    for rule in rules:
-        name = "devices.allow" if rule.allow else "devices.deny"
-        path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fds: dict[str, int] = {}  # each file opened once: every write() is one rule
+    try:
+        for rule in rules:
+            name = "devices.allow" if rule.allow else "devices.deny"
+            path = os.path.join(directory, name)
             try:
-                os.write(fd, rule.line.encode())
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise RuntimeFailure("device cgroup", exc.errno or 0, f"{path}: {rule.line}") from None
+                if name not in fds:
+                    fds[name] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                os.write(fds[name], rule.line.encode())
+            except OSError as exc:
+                raise RuntimeFailure("device cgroup", exc.errno or 0, f"{path}: {rule.line}") from None
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 # --------------------------------------------------------------------- v2

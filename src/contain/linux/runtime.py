@@ -80,6 +80,13 @@ def _caps_mask(names: Sequence[str]) -> int:
     return mask
 
 
+# C copies of the strings every start passes (mount targets, file system
+# types, options, device paths): made once.  The native side only reads
+# them (const char *).  Bounded: per-container paths come and go.
+_CSTRINGS: dict = {}
+_CSTRINGS_MAX = 4096
+
+
 class _Keep:
     """Holds every cffi allocation alive until the native call returns."""
 
@@ -89,7 +96,11 @@ class _Keep:
     def str(self, value: Optional[str]):
         if value is None:
             return ffi.NULL
-        buf = ffi.new("char[]", os.fsencode(value))
+        buf = _CSTRINGS.get(value)
+        if buf is None:
+            if len(_CSTRINGS) >= _CSTRINGS_MAX:
+                _CSTRINGS.clear()
+            buf = _CSTRINGS[value] = ffi.new("char[]", os.fsencode(value))
         self.items.append(buf)
         return buf
 
