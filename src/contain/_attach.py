@@ -147,7 +147,7 @@ def attach_terminal(att: Attachment, *, stdin: bool = True, tty: bool = True,
 
         old_winch = signal.signal(signal.SIGWINCH, winch)
         winch()
-        ttymod.setraw(stdin_fd)
+        ttymod.setraw(stdin_fd, termios.TCSADRAIN)  # keep what was typed ahead
     matched = 0
     try:
         watch = [att.fileno()] + ([stdin_fd] if stdin else [])

@@ -132,7 +132,7 @@ def exec_terminal(proc, stdin: bool) -> int:
     if interactive:
         old = signal.signal(signal.SIGWINCH, winch)
         winch()
-        tty.setraw(0)
+        tty.setraw(0, termios.TCSADRAIN)  # keep what was typed ahead
     try:
         watch = [master_out] + ([0] if stdin else [])
         while True:
