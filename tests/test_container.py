@@ -339,3 +339,52 @@ def test_another_process_sees_and_stops_container(run, croot):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["running", "137"], out.stderr
     assert c.status == "exited"
+
+
+def test_container_is_in_its_cgroups_from_its_first_instruction(run, croot):
+    # The parent places the child in its cgroups while the child mounts;
+    # the command must never run outside them.  Its cgroup namespace is
+    # rooted at its own cgroup, so it sees "/" in every hierarchy.
+    c = run(["sh", "-c", "cat /proc/self/cgroup; sleep 30"])
+    deadline = time.monotonic() + 10
+    while b"\n" not in c.logs() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    inside = [ln.split(":", 2) for ln in c.logs().decode().splitlines()]
+    with open(f"/proc/{c.pid}/cgroup") as f:
+        host_view = {ln.split(":", 2)[1]: ln.split(":", 2)[2] for ln in f.read().splitlines()}
+    cg = contain._root.get_root(croot).cgroups.open(c.id)
+    assert cg.paths
+    for key in cg.paths:
+        controllers = "" if key == "unified" else key
+        where = [path for names, path in host_view.items()
+                 if names == controllers or controllers in names.split(",")]
+        assert where and where[0].endswith("/" + c.id), (key, host_view)
+    assert len(inside) == len(host_view)
+    assert all(path == "/" for _, _, path in inside), inside
+
+
+def test_cgroup_placement_failure_names_the_step(croot, busybox, tmp_path):
+    # A v1 cpuset cgroup with no CPUs refuses tasks (ENOSPC): the start
+    # fails naming the step, and no process of it is left.
+    cpuset = "/sys/fs/cgroup/cpuset"
+    if not os.path.exists(os.path.join(cpuset, "cpuset.cpus")):
+        pytest.skip("no v1 cpuset hierarchy on this host")
+    from contain.linux import defaults, runtime
+    from contain.linux.spec import Linux, Namespace, Process, Root, Spec
+
+    d = os.path.join(cpuset, f"contain-test-{os.getpid()}")
+    os.mkdir(d)
+    try:
+        spec = Spec(process=Process(args=["/bin/true"], env=["PATH=/bin"], cwd="/",
+                                    capabilities=defaults.capabilities_for(0, defaults.DEFAULT_CAPABILITIES)),
+                    root=Root(contain._root.get_root(croot).image_layers(busybox.id)[0], readonly=True),
+                    hostname="t", mounts=defaults.default_mounts(),
+                    linux=Linux(namespaces=[Namespace(x) for x in ("mount", "pid", "uts", "ipc", "network")]))
+        with pytest.raises(RuntimeFailure) as info:
+            runtime.spawn(spec, cgroup_procs=[os.path.join(d, "cgroup.procs")])
+        assert info.value.step == "join cgroup"
+        assert info.value.errno == errno.ENOSPC
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            assert f.read() == ""
+    finally:
+        os.rmdir(d)
