@@ -388,3 +388,67 @@ def test_cgroup_placement_failure_names_the_step(croot, busybox, tmp_path):
             assert f.read() == ""
     finally:
         os.rmdir(d)
+
+
+def _cgroup2_mount() -> str:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] == "cgroup2" and os.access(fields[1], os.W_OK):
+                return fields[1]
+    return ""
+
+
+@pytest.mark.parametrize("monitored", [False, True])
+def test_born_in_its_v2_cgroup(croot, busybox, tmp_path, monitored):
+    # clone3 with CLONE_INTO_CGROUP: the child starts life in the v2
+    # directory (this hybrid host has a real, controller-less v2 tree).
+    mount = _cgroup2_mount()
+    if not mount:
+        pytest.skip("no writable cgroup2 hierarchy on this host")
+    import select
+
+    from contain.linux import defaults, runtime
+    from contain.linux.spec import Linux, Namespace, Process, Root, Spec
+
+    d = os.path.join(mount, f"contain-test-{os.getpid()}-{int(monitored)}")
+    os.mkdir(d)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        spec = Spec(process=Process(args=["cat", "/proc/self/cgroup"], env=["PATH=/bin"], cwd="/",
+                                    capabilities=defaults.capabilities_for(0, defaults.DEFAULT_CAPABILITIES)),
+                    root=Root(contain._root.get_root(croot).image_layers(busybox.id)[0], readonly=True),
+                    hostname="t", mounts=defaults.default_mounts(),
+                    linux=Linux(namespaces=[Namespace(x) for x in ("mount", "pid", "uts", "ipc", "network")]))
+        if monitored:
+            state = tmp_path / "mon"
+            state.mkdir()
+            child = runtime.spawn(spec, stdio=(None, out_w, None), cgroup_dir=d,
+                                  monitor=runtime.Monitor([str(state), "0"], []))
+            os.close(out_w)
+            out_w = -1
+            data = os.read(out_r, 4096).decode()
+            assert select.select([child.monitor_pidfd], [], [], 10)[0]
+            os.close(child.monitor_pidfd)
+        else:
+            child = runtime.spawn(spec, stdio=(None, out_w, None), cgroup_dir=d)
+            os.close(out_w)
+            out_w = -1
+            data = os.read(out_r, 4096).decode()
+            assert os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED).si_status == 0
+            os.close(child.pidfd)
+        rel = d[len(mount):]
+        assert f"0::{rel}\n" in data, data
+    finally:
+        os.close(out_r)
+        if out_w >= 0:
+            os.close(out_w)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)

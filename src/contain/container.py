@@ -834,7 +834,8 @@ class Container:
                 from .linux.rootless import spawn_options
 
                 userns_options = spawn_options(self._root.id_maps)
-            child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(),
+            child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(include_v2=False),
+                          cgroup_dir=cgroup.v2_path,
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds),
                           console_socket=console, join_ns_fds=join_fds, **userns_options)
         except BaseException as exc:

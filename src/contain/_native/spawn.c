@@ -30,6 +30,47 @@
 
 #define STACK_SIZE (256 * 1024)
 
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+
+/* The kernel's struct clone_args (clone3), as of Linux 5.7. */
+struct ct_clone_args {
+    unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal;
+    unsigned long long stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+#if defined(__x86_64__)
+/* clone3 running fn(arg) on the new stack in the child, which exits with
+ * its return value (glibc has no clone3 wrapper for that).  Returns the
+ * child's pid, or -errno. */
+static long clone3_run(struct ct_clone_args *args, int (*fn)(void *), void *arg)
+{
+    long ret;
+    register int (*r12)(void *) __asm__("r12") = fn;
+    register void *r13 __asm__("r13") = arg;
+    __asm__ volatile("syscall\n\t"
+                     "test %%rax, %%rax\n\t"
+                     "jnz 1f\n\t"
+                     "xor %%ebp, %%ebp\n\t"
+                     "mov %%r13, %%rdi\n\t"
+                     "call *%%r12\n\t"
+                     "mov %%eax, %%edi\n\t"
+                     "mov $60, %%eax\n\t"
+                     "syscall\n\t"
+                     "hlt\n"
+                     "1:"
+                     : "=a"(ret)
+                     : "0"((long)SYS_clone3), "D"(args), "S"(sizeof *args), "r"(r12), "r"(r13)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#define HAVE_CLONE3_RUN 1
+#endif
+
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -43,6 +84,7 @@ struct spawn_ctx {
     int go_w;
     int cg_r;          /* and here once it has placed the child in its cgroups */
     int cg_w;
+    int placed_v2;     /* the child was born in its v2 cgroup (CLONE_INTO_CGROUP) */
     sigset_t mask;     /* the parent's signal mask, restored before exec */
     /* ct_join */
     int target_pidfd;
@@ -68,15 +110,33 @@ static void __attribute__((noreturn)) die(struct ct_error *err, const char *step
     _exit(125);
 }
 
-static int join_cgroups(const int *fds, struct ct_error *err)
+/* Write `who` into each cgroup.procs file, and into the v2 directory's
+ * unless the child was born there.  "0" is the writing process, whatever
+ * pid namespace it is in. */
+static int write_cgroup_procs(struct spawn_ctx *c, const char *who)
 {
-    for (int i = 0; fds && i < 12 && fds[i] >= 0; i++) {
-        /* "0" is the writing process, whatever pid namespace it is in. */
-        if (write(fds[i], "0", 1) < 0)
-            return ct_fail(err, "join cgroup", NULL, errno);
+    const struct ct_spec *s = c->spec;
+    size_t len = ct_strlen(who);
+    for (int i = 0; i < 12 && s->cgroup_procs[i] >= 0; i++)
+        if (write(s->cgroup_procs[i], who, len) < 0)
+            return -errno;
+    if (s->cgroup_dir_fd >= 0 && !c->placed_v2) {
+        int fd = openat(s->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        int r = write(fd, who, len) < 0 ? -errno : 0;
+        close(fd);
+        return r;
     }
     return 0;
 }
+
+static int join_cgroups(struct spawn_ctx *c)
+{
+    int r = write_cgroup_procs(c, "0");
+    return r < 0 ? ct_fail(c->err, "join cgroup", NULL, -r) : 0;
+}
+
 
 static int finish_and_exec(struct ct_process *proc, struct spawn_ctx *c)
 {
@@ -146,7 +206,7 @@ static int container_child(void *arg)
             die(err, "become root in the user namespace", NULL, errno);
     }
     /* Unless the parent places us (see place_in_cgroups), join them now. */
-    if (c->cg_r < 0 && join_cgroups(s->cgroup_procs, err) < 0)
+    if (c->cg_r < 0 && join_cgroups(c) < 0)
         _exit(125);
     for (int i = 0; i < 8 && s->ns_fds[i] >= 0; i++)
         if (setns(s->ns_fds[i], 0) < 0)
@@ -402,18 +462,16 @@ static int map_and_release(struct spawn_ctx *c, int pid)
 static int place_in_cgroups(struct spawn_ctx *c, int pid)
 {
     char num[16];
-    const int *fds = c->spec->cgroup_procs;
     int ok = 1;
 
     close(c->cg_r);
     format_uint(num, (unsigned)pid);
-    for (int i = 0; ok && i < 12 && fds[i] >= 0; i++) {
-        if (write(fds[i], num, ct_strlen(num)) < 0) {
-            /* A child that failed on its own has said why already. */
-            if (!c->err->step[0])
-                ct_fail(c->err, "join cgroup", NULL, errno);
-            ok = 0;
-        }
+    int r = write_cgroup_procs(c, num);
+    if (r < 0) {
+        /* A child that failed on its own has said why already. */
+        if (!c->err->step[0])
+            ct_fail(c->err, "join cgroup", NULL, -r);
+        ok = 0;
     }
     if (ok && write(c->cg_w, "c", 1) != 1) {
         /* EPIPE: the child died, after recording its own failure. */
@@ -430,6 +488,37 @@ static int clone_flags_for(struct ct_spec *spec)
     /* The cgroup namespace is made in the child after it joined its
      * cgroups, so that the cgroup it sees as its root is its own. */
     return (spec->clone_flags & ~CLONE_NEWCGROUP) | CLONE_VM | CLONE_PIDFD | SIGCHLD;
+}
+
+/* Clone the container's first process: on cgroup v2, straight into its
+ * cgroup (clone3 with CLONE_INTO_CGROUP: nothing to migrate later, no RCU
+ * wait); elsewhere, or on kernels without it, with clone. */
+static int clone_container(struct spawn_ctx *c, int *pidfd)
+{
+    int flags = clone_flags_for(c->spec);
+    c->placed_v2 = 0;
+#ifdef HAVE_CLONE3_RUN
+    if (c->spec->cgroup_dir_fd >= 0) {
+        struct ct_clone_args a;
+        __builtin_memset(&a, 0, sizeof a);
+        a.flags = ((unsigned long long)(unsigned int)flags & ~0xffULL) | CLONE_INTO_CGROUP;
+        a.pidfd = (unsigned long long)(unsigned long)pidfd;
+        a.exit_signal = (unsigned int)flags & 0xff;
+        a.stack = (unsigned long long)(unsigned long)(c->stack_c - STACK_SIZE);
+        a.stack_size = STACK_SIZE;
+        a.cgroup = (unsigned int)c->spec->cgroup_dir_fd;
+        long pid = clone3_run(&a, container_child, c);
+        if (pid > 0) {
+            c->placed_v2 = 1;
+            return (int)pid;
+        }
+        if (pid != -ENOSYS && pid != -E2BIG && pid != -EINVAL) {
+            errno = (int)-pid;
+            return -1;
+        }
+    }
+#endif
+    return clone(container_child, c->stack_c, flags, c, pidfd);
 }
 
 static void format_uint(char *buf, unsigned int u)
@@ -454,7 +543,7 @@ static int monitor_child(void *arg)
     close(c->done_r);
     /* A session of its own: a Ctrl-C meant for the caller does not reach it. */
     setsid();
-    int pid = clone(container_child, c->stack_c, clone_flags_for(c->spec), c, &pidfd);
+    int pid = clone_container(c, &pidfd);
     if (pid < 0)
         die(c->err, "clone", NULL, errno);
     c->child_pid = pid;
@@ -533,7 +622,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     }
     /* In a user namespace the child joins its cgroups itself (as the
      * delegated owner); otherwise its parent places it. */
-    if (!userns && spec->cgroup_procs[0] >= 0 && pipe2(cg, O_CLOEXEC) < 0) {
+    if (!userns && (spec->cgroup_procs[0] >= 0 || spec->cgroup_dir_fd >= 0) && pipe2(cg, O_CLOEXEC) < 0) {
         close(done[0]);
         close(done[1]);
         return ct_fail(err, "create sync pipe", NULL, errno);
@@ -568,7 +657,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     if (mon)
         pid = clone(launcher_child, stack + 3 * STACK_SIZE, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &c);
     else
-        pid = clone(container_child, c.stack_c, clone_flags_for(spec), &c, &pidfd);
+        pid = clone_container(&c, &pidfd);
     clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(done[1]);
@@ -625,8 +714,9 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
 static int exec_grandchild(void *arg)
 {
     struct spawn_ctx *c = arg;
-    if (join_cgroups(c->cgroup_procs, c->err) < 0)
-        _exit(125);
+    for (int i = 0; c->cgroup_procs && i < 12 && c->cgroup_procs[i] >= 0; i++)
+        if (write(c->cgroup_procs[i], "0", 1) < 0)
+            die(c->err, "join cgroup", NULL, errno);
     _exit(finish_and_exec(c->proc, c));
 }
 

@@ -313,8 +313,9 @@ class NoCgroup:
     container runs in the caller's cgroup; nothing to create or remove."""
 
     paths: dict = {}
+    v2_path = None
 
-    def procs_files(self) -> list[str]:
+    def procs_files(self, *, include_v2: bool = True) -> list[str]:
         return []
 
     def dirs(self) -> list[str]:

@@ -226,7 +226,8 @@ def _idmap(mappings) -> Optional[str]:
 
 
 def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
-          cgroup_procs: Sequence[str] = (), join_ns_fds: Sequence[int] = (),
+          cgroup_procs: Sequence[str] = (), cgroup_dir: Optional[str] = None,
+          join_ns_fds: Sequence[int] = (),
           monitor: Optional[Monitor] = None, console_socket: int = -1,
           uidmap_helper: Optional[Sequence[str]] = None,
           gidmap_helper: Optional[Sequence[str]] = None) -> Child:
@@ -236,6 +237,10 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
     newuidmap/newgidmap, "{pid}" standing for the child; see
     linux.rootless.id_maps) write the maps instead of the parent: what an
     ordinary user needs for more than their own id.
+
+    `cgroup_dir` is a cgroup v2 directory the child is born in (clone3 with
+    CLONE_INTO_CGROUP; joined after clone where the kernel lacks it), in
+    addition to the `cgroup_procs` files (v1 hierarchies).
 
     Raises RuntimeFailure naming the step when set-up fails (nothing of the
     child is left).  If only the exec failed, the child has exited 126/127
@@ -264,6 +269,9 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
             cspec.cgroup_procs[i] = fd
         cspec.cgroup_procs[len(cg_fds)] = -1
         cspec.cgroup_dir_fd = -1
+        if cgroup_dir is not None:
+            cspec.cgroup_dir_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            cg_fds.append(cspec.cgroup_dir_fd)
         cspec.uid_map = keep.str(_idmap(spec.linux.uid_mappings))
         cspec.gid_map = keep.str(_idmap(spec.linux.gid_mappings))
         if (uidmap_helper or gidmap_helper) and not userns:
