@@ -39,7 +39,10 @@ def _links() -> set[str]:
 
 
 def _ours(names) -> set[str]:
-    return {n for n in names if n.startswith(("cbr-", "cve", "ctnup"))}
+    # Pool links ("cvp<pid>...") of this process only: other processes on the
+    # host may be running contain meanwhile.
+    mine = f"cvp{os.getpid():07x}"
+    return {n for n in names if n.startswith(("cbr-", "cve", "ctnup", mine))}
 
 
 def _nft_table() -> bool:
@@ -171,6 +174,9 @@ def host_before():
         pytest.skip("nftables is not installed")
     before = (_ours(_links()), _nft_table(), _forwarding(), _netns_list())
     yield before
+    from contain.net import pool
+
+    pool.shutdown()  # what atexit does: the ready namespaces and their veths go
     # veths of dead namespaces go asynchronously; links that were there before
     # (the session root's default bridge) may rightly have gone meanwhile.
     wait_until(lambda: _ours(_links()) <= before[0])
@@ -335,6 +341,164 @@ def test_bridge_endpoint_http_direct_and_published(nroot, prepared, docroot):
                 sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 assert sock.recv(10) == b""
                 raise ConnectionRefusedError
+
+
+def _netns_inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def test_bridge_start_takes_a_ready_pooled_namespace(nroot, prepared):
+    """prepare() on a bridge uses a namespace made ahead (its veth renamed to
+    the container's), never one used before, and the pool refills."""
+    from contain.net import ipam, pool
+
+    assert pool.fill(2), pool.stats()
+    ready = set(pool.ready_links())
+    assert len(ready) >= 2 and ready <= _links()
+    hits = pool.stats()["hits"]
+    p = prepared()
+    assert pool.stats()["hits"] == hits + 1
+    veth = ipam.attachments(nroot, p.container_id)["bridge"]["HostVeth"]
+    assert veth in ready and veth in _links() and veth not in pool.ready_links()
+    alias = open(f"/sys/class/net/{veth}/ifalias").read().strip()
+    assert alias == f"contain ctr={p.container_id}"  # no longer marked as a pool link
+    master = os.path.basename(os.readlink(f"/sys/class/net/{veth}/master"))
+    assert master == p.settings["Bridge"]
+    addr = run_in_ns(p, ["ip", "-o", "addr"]).stdout
+    assert "lo " in addr and f"inet {p.settings['IPAddress']}/" in addr
+    link = run_in_ns(p, ["ip", "-o", "link", "show", "eth0"]).stdout
+    assert "state UP" in link or ",UP" in link
+    assert p.settings["MacAddress"] in link
+    assert f"default via {p.settings['Gateway']} dev eth0" in run_in_ns(p, ["ip", "route"]).stdout
+    # The pool makes up for what was taken; a second start gets another namespace.
+    assert pool.fill(2)
+    q = prepared()
+    assert _netns_inode(q.netns_path) != _netns_inode(p.netns_path)
+    assert_via_our_bridge(q.settings["IPAddress"], q.settings["Bridge"])
+    got = subprocess.run(["busybox", "ping", "-c", "1", "-W", "2", q.settings["IPAddress"]],
+                         capture_output=True, text=True)
+    assert got.returncode == 0, got.stdout
+    # Released and closed: the namespace and both ends of the veth go.
+    p.close()
+    from contain.net import endpoint
+
+    endpoint.release(nroot, p.container_id)
+    assert wait_until(lambda: veth not in _links())
+
+
+_POOL_CHILD = """
+import os, signal, sys
+from contain.net import pool
+assert pool.fill(3), pool.stats()
+print(" ".join(pool.ready_links()), flush=True)
+if sys.argv[1] == "crash":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "crash"])
+def test_pooled_namespaces_die_with_their_process(nroot, how):
+    """Ready namespaces are held by descriptors only: a normal exit (atexit)
+    and a SIGKILL alike leave no link behind."""
+    proc = subprocess.run([sys.executable, "-c", _POOL_CHILD, how], capture_output=True, text=True,
+                          timeout=60)
+    names = proc.stdout.split()
+    assert len(names) == 3 and all(n.startswith("cvp") for n in names), (proc.stdout, proc.stderr)
+    assert proc.returncode == (-9 if how == "crash" else 0), proc.stderr
+    assert wait_until(lambda: not set(names) & _links()), set(names) & _links()
+
+
+def test_a_forked_child_does_not_keep_the_pool_alive(nroot):
+    from contain.net import pool
+
+    assert pool.fill(1)
+    names = set(pool.ready_links())
+    pid = os.fork()
+    if pid == 0:  # the child: its copies of the descriptors were closed at fork
+        code = 0 if pool.stats()["ready"] == 0 else 1
+        time.sleep(5)
+        os._exit(code)
+    try:
+        pool.shutdown()
+        # Gone while the child still lives.
+        assert wait_until(lambda: not names & _links(), timeout=4), names & _links()
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+    finally:
+        os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+
+
+def test_repair_removes_pool_leftovers_of_a_dead_process(nroot):
+    """A pool link whose owner died (here: its namespace kept alive by a
+    stray holder) is deleted by repair(); a live owner's is spared."""
+    from contain.net import endpoint, pool
+
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    dead_pid = int(gone)
+    assert not os.path.exists(f"/proc/{dead_pid}")
+    stale, live = f"cvp{dead_pid:07x}fffff", f"cvp{os.getpid():07x}ffffe"
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        assert wait_until(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
+                          != os.readlink("/proc/self/ns/net"))
+        for name, alias in ((stale, f"contain-pool pid={dead_pid} start=1"),
+                            (live, pool._pool.alias)):
+            subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"e{name[-5:]}",
+                            "netns", str(holder.pid)], check=True)
+            subprocess.run(["ip", "link", "set", "dev", name, "alias", alias], check=True)
+        assert {stale, live} <= _links()
+        endpoint.repair(nroot)
+        assert stale not in _links() and live in _links()
+        peers = subprocess.run(["nsenter", "-t", str(holder.pid), "-n", "ip", "-o", "link"],
+                               capture_output=True, text=True).stdout
+        assert "efffff" not in peers and "effffe" in peers  # the peer went with its host end
+    finally:
+        subprocess.run(["ip", "link", "del", live], capture_output=True)
+        holder.kill()
+        holder.wait(TIMEOUT)
+    assert wait_until(lambda: not {stale, live} & _links())
+
+
+def test_a_quick_restart_keeps_its_new_veth(nroot, prepared):
+    """A restarted container whose old veth is still there (here its
+    namespace is kept by a stray holder) gets a new one; the background
+    delete takes the old one and spares the new."""
+    from contain.net import endpoint, ipam, links
+
+    first = prepared()
+    cid = first.container_id
+    old = ipam.attachments(nroot, cid)["bridge"]["HostVeth"]
+    holder = in_ns(first, ["sleep", "30"])
+    try:
+        time.sleep(0.05)
+        first.close()
+        endpoint.release(nroot, cid)  # the old veth is still there: deleted "soon"
+        second = prepared(cid=cid)
+        new = ipam.attachments(nroot, cid)["bridge"]["HostVeth"]
+        assert new != old and {old, new} <= _links()
+        assert wait_until(lambda: old not in _links(), timeout=links._REAP_DELAY + 5)
+        assert new in _links()
+        ip = second.settings["IPAddress"]
+        assert_via_our_bridge(ip, second.settings["Bridge"])
+        got = subprocess.run(["busybox", "ping", "-c", "1", "-W", "2", ip], capture_output=True, text=True)
+        assert got.returncode == 0, got.stdout
+        inside = subprocess.run(["nsenter", "-t", str(holder.pid), "-n", "ip", "-o", "link"],
+                                capture_output=True, text=True).stdout
+        assert "eth0" not in inside  # the old pair went with its host end
+    finally:
+        holder.kill()
+        holder.wait(TIMEOUT)
+
+
+def test_pool_turned_off_still_starts(nroot, prepared, monkeypatch):
+    from contain.net import pool
+
+    pool.shutdown()
+    monkeypatch.setenv("CONTAIN_NETNS_POOL", "0")
+    misses = pool.stats()["misses"]
+    p = prepared()
+    assert pool.stats()["misses"] == misses + 1 and pool.stats()["ready"] == 0
+    assert f"inet {p.settings['IPAddress']}/" in run_in_ns(p, ["ip", "-o", "addr"]).stdout
 
 
 def test_udp_published_port(nroot, prepared):
@@ -596,7 +760,7 @@ def test_network_objects(nroot):
 
 
 def test_fifty_concurrent_endpoints_get_distinct_addresses(nroot):
-    from contain.net import endpoint
+    from contain.net import endpoint, ipam
 
     cids = [new_cid() for _ in range(50)]
     results: dict[str, object] = {}
@@ -609,6 +773,7 @@ def test_fifty_concurrent_endpoints_get_distinct_addresses(nroot):
             results[cid] = exc
 
     threads = [threading.Thread(target=start, args=(c,)) for c in cids]
+    veths: set[str] = set()
     try:
         for t in threads:
             t.start()
@@ -616,6 +781,8 @@ def test_fifty_concurrent_endpoints_get_distinct_addresses(nroot):
             t.join(60)
         errors = [r for r in results.values() if isinstance(r, Exception)]
         assert not errors, errors[:3]
+        veths = {ipam.attachments(nroot, cid)["bridge"]["HostVeth"] for cid in cids}
+        assert len(veths) == 50 and veths <= _links()
         ips = [r.settings["IPAddress"] for r in results.values()]
         assert len(ips) == 50 and len(set(ips)) == 50
         bridge = next(iter(results.values())).settings["Bridge"]
@@ -628,7 +795,7 @@ def test_fifty_concurrent_endpoints_get_distinct_addresses(nroot):
             if not isinstance(r, Exception):
                 r.close()
             endpoint.release(nroot, cid, wait=True)
-    assert not [n for n in _links() if n.startswith("cve") and any(n[3:14] == c[:11] for c in cids)]
+    assert not veths & _links()
 
 
 # --------------------------------------------------- through Container.run
@@ -656,14 +823,18 @@ def wired(croot, busybox, host_before):
 
 
 def test_container_published_port_and_address(wired, run, croot):
+    from contain.net import ipam
+
     port = free_port()
     c = run(["httpd", "-f", "-p", "80", "-h", "/etc"], network="bridge", ports={80: port})
     s = c.inspect()["NetworkSettings"]
+    veth = ipam.attachments(croot, c.id)["bridge"]["HostVeth"]
+    assert open(f"/sys/class/net/{veth}/ifalias").read().strip() == f"contain ctr={c.id}"
     assert_via_our_bridge(s["IPAddress"], s["Bridge"])
     assert b"localhost" in http_get(s["IPAddress"], 80, "/hosts")
     assert b"localhost" in http_get("127.0.0.1", port, "/hosts")
     c.remove(force=True)
-    assert _ours(_links()) & {n for n in _links() if n.startswith("cve" + c.id[:11])} == set()
+    assert wait_until(lambda: veth not in _links())
 
 
 def test_containers_on_a_user_network_by_name(wired, run, croot):
@@ -686,3 +857,20 @@ def test_container_network_none_has_only_lo(wired, run):
     c.wait(TIMEOUT)
     out = c.logs().decode()
     assert "lo:" in out and "eth0" not in out
+
+
+def test_container_start_takes_a_pooled_namespace(wired, run, croot):
+    from contain.net import ipam, pool
+
+    assert pool.fill(1)
+    ready = set(pool.ready_links())
+    hits = pool.stats()["hits"]
+    c = run(["sh", "-c", "ip -o addr show eth0; exec sleep 30"], network="bridge")
+    assert pool.stats()["hits"] == hits + 1
+    veth = ipam.attachments(croot, c.id)["bridge"]["HostVeth"]
+    assert veth in ready
+    ip = c.inspect()["NetworkSettings"]["IPAddress"]
+    assert wait_until(lambda: f"inet {ip}/" in c.logs().decode()), c.logs()
+    c.remove(force=True)
+    assert wait_until(lambda: veth not in _links())
+    assert not ipam.attachments(croot, c.id)

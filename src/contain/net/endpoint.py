@@ -7,9 +7,10 @@
     release(root, cid)                           # on exit/stop/remove; idempotent
 
 prepare() does all network work before the container exists: a fresh network
-namespace made by a thread (no helper process), the veth pair, the address,
-the default route, lo up, DNAT rules for published ports and the
-hosts/hostname/resolv.conf files.  The container only joins the namespace.
+namespace with lo up and the veth pair, mostly made ahead by a background
+thread (pool.py), then the address, the default route, the bridge port, DNAT
+rules for published ports and the hosts/hostname/resolv.conf files.  The
+container only joins the namespace.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import attrs
 
 from .._root import Root, RootArg, get_root
 from ..errors import Conflict, InvalidArgument, NotFound
-from . import hosts, ipam, links, nft
+from . import hosts, ipam, links, nft, pool
 
 PortsArg = Union[None, Mapping[Any, Any], Sequence[Any]]
 _PROTOS = ("tcp", "udp")
@@ -258,7 +259,13 @@ def refresh_hosts(r: Root, cid: str) -> None:
     path = hosts.paths(r.container_dir(cid))["/etc/hosts"]
     if not os.path.exists(path):
         return
-    mine = ipam.attachments(r.path, cid)
+    text = _hosts_text(r, cid, ipam.attachments(r.path, cid))
+    if text is not None:
+        hosts.write_in_place(path, text)
+
+
+def _hosts_text(r: Root, cid: str, mine: Mapping[str, Mapping[str, Any]]) -> Optional[str]:
+    """/etc/hosts for a container on the networks `mine` (name -> entry); None if on none."""
     own, peers = [], []
     for name, entry in mine.items():
         names = [entry.get("Hostname") or cid[:12]]
@@ -269,8 +276,8 @@ def refresh_hosts(r: Root, cid: str) -> None:
                     peers.append((peer["IPAddress"], _dns_names(other, peer)))
         own.append((entry["IPAddress"], names))
     if not own:
-        return
-    hosts.write_in_place(path, hosts.hosts_text(own, peers))
+        return None
+    return hosts.hosts_text(own, peers)
 
 
 def _refresh_network(r: Root, name: str, skip: str = "") -> None:
@@ -307,11 +314,15 @@ def _empty_settings(mode: str, exposed: Iterable[Any] = ()) -> dict:
 def settings(root: RootArg, cid: str) -> dict:
     """The container's current NetworkSettings (after connect/disconnect too)."""
     r = get_root(root)
-    mine = ipam.attachments(r.path, cid)
+    return _settings(r, cid, ipam.attachments(r.path, cid))
+
+
+def _settings(r: Root, cid: str, mine: Mapping[str, Mapping[str, Any]],
+              records: Optional[Mapping[str, ipam.NetworkRecord]] = None) -> dict:
     out = _empty_settings("", ())
     out["Networks"] = {}
     for name, entry in sorted(mine.items(), key=lambda kv: kv[1].get("Index", 0)):
-        record = ipam.load(r.path, name)
+        record = (records or {}).get(name) or ipam.load(r.path, name)
         ep = _endpoint_settings(record, entry, cid)
         out["Networks"][name] = ep
         if entry.get("Index", 0) == 0:
@@ -335,7 +346,8 @@ def prepare(root: RootArg, container_id: str, *, name: str, hostname: str,
     """
     r = get_root(root)
     cdir = r.container_dir(container_id)
-    os.makedirs(cdir, mode=0o700, exist_ok=True)
+    if not os.path.isdir(cdir):  # it usually exists: no mkdir on the start path
+        os.makedirs(cdir, mode=0o700, exist_ok=True)
     mode = network_mode or "none"
     exposed = list(exposed_ports)
     bindings = parse_ports(ports, publish_all, exposed)
@@ -367,28 +379,39 @@ def prepare(root: RootArg, container_id: str, *, name: str, hostname: str,
         resolved = _resolve_ports(bindings)
     port_records = [attrs.asdict(b) for b in resolved]
     entry = {"Name": name, "Hostname": hostname, "Aliases": list(aliases) if _user_defined(mode) else [],
-             "HostVeth": ipam.veth_name(container_id, 0), "Index": 0, "Ifname": "eth0",
+             "HostVeth": "", "Index": 0, "Ifname": "eth0",
              "EndpointID": secrets.token_hex(32), "Ports": port_records,
              "ExposedPorts": [f"{p}/{q}" for p, q in (_port_key(k) for k in exposed)]}
     fd: Optional[int] = None
+    pair: Optional[links.FreshPair] = None
     try:
-        entry = ipam.allocate(r.path, mode, container_id, entry)
-        fd = links.add_veth(None, host_ifname=entry["HostVeth"], ifname="eth0", bridge=record.bridge,
-                            address=entry["IPAddress"], prefixlen=entry["IPPrefixLen"],
-                            mac=entry["MacAddress"], mtu=links.host_mtu(), gateway=entry["Gateway"])
-        nft.publish(container_id, _root_tag(r), [
-            nft.PortRule(b.proto, b.host_ip, b.host_port or 0, entry["IPAddress"], b.port)
-            for b in resolved])
-        files = hosts.write_all(cdir, hostname=hostname, hosts=hosts.hosts_text([]), resolv=resolv)
-        refresh_hosts(r, container_id)
+        mtu = links.host_mtu()
+        # A namespace with lo up and the veth pair made ahead (pool.py): only
+        # what depends on this container is left to do.  The host end keeps
+        # the pool's name.
+        pair = pool.take()
+        entry["HostVeth"] = pair.host_ifname
+        entry = ipam.allocate(r.path, mode, container_id, entry, record=record)
+        fd = links.attach_pair(pair, alias=f"contain ctr={container_id}", bridge=record.bridge,
+                               address=entry["IPAddress"], prefixlen=entry["IPPrefixLen"],
+                               mac=entry["MacAddress"], mtu=mtu, gateway=entry["Gateway"])
+        if resolved:
+            nft.publish(container_id, _root_tag(r), [
+                nft.PortRule(b.proto, b.host_ip, b.host_port or 0, entry["IPAddress"], b.port)
+                for b in resolved])
+        mine = {mode: entry}
+        files = hosts.write_all(cdir, hostname=hostname, hosts=_hosts_text(r, container_id, mine),
+                                resolv=resolv)
         _refresh_network(r, mode, skip=container_id)
     except BaseException:
         if fd is not None:
             os.close(fd)
+        elif pair is not None:
+            pair.close()  # (again, should attach_pair have closed it: harmless)
         with contextlib.suppress(Exception):
             release(r, container_id, wait=True)
         raise
-    return Prepared(fd, settings(r, container_id), files, container_id)
+    return Prepared(fd, _settings(r, container_id, mine, {mode: record}), files, container_id)
 
 
 def activate(root: RootArg, container_id: str, pid: int) -> None:
@@ -482,6 +505,9 @@ def repair(root: RootArg) -> list[str]:
             record = ipam.load(r.path, name)
             if ipam.endpoints(r.path, name) and not links.link_exists(record.bridge):
                 ensure_network(r, name)
+    # Ready-made namespaces of a pool whose process is gone (host-wide: they
+    # belong to no root).
+    pool.sweep_leftovers()
     return sorted(fixed)
 
 

@@ -225,14 +225,16 @@ def endpoints(root_path: str, name: str) -> dict[str, dict]:
 
 
 def allocate(root_path: str, name: str, container_id: str, entry: dict,
-             address: Optional[str] = None) -> dict:
+             address: Optional[str] = None, record: Optional[NetworkRecord] = None) -> dict:
     """Give the container an address on the network; returns the stored entry.
 
     The entry gets IPAddress, IPPrefixLen, Gateway and MacAddress.  Addresses
     are handed out round-robin so a just-freed one is not reused at once (a
-    peer's ARP cache may still hold it).
+    peer's ARP cache may still hold it).  `record` spares reading the
+    network's definition again when the caller has it.
     """
-    record = load(root_path, name)
+    if record is None or record.name != name:
+        record = load(root_path, name)
     net = record.network
     with locked(root_path, name):
         data = _read_endpoints(root_path, name)

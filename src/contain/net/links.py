@@ -1,14 +1,18 @@
-"""Links, addresses and routes through pyroute2 (the only module that imports it).
+"""Links, addresses, routes and network namespaces (the only module that imports pyroute2).
 
-Network namespaces are made without helper processes: a short-lived thread
-calls unshare(CLONE_NEWNET), which moves only that thread into a fresh
-namespace, opens /proc/thread-self/ns/net, configures the namespace through a
-netlink socket opened in that thread (a socket belongs to the namespace of
-its creator for life), then returns to the host namespace with setns.  The
-thread exits right after, so no Python thread is ever left in a foreign
-namespace even if returning fails.  The caller keeps the namespace alive by
-its fd; when the last holder (that fd, then the container) goes away the
-kernel destroys the namespace together with the veth pair in it.
+Network namespaces are made without helper processes: a thread of contain's
+own (the pool's, or a short-lived one) calls unshare(CLONE_NEWNET), which
+moves only that thread into a fresh namespace, opens /proc/thread-self/ns/net
+and a netlink socket there (a socket belongs to the namespace of its creator
+for life), then returns to the host namespace with setns and configures the
+namespace through that socket.  A thread that cannot return ends, so no
+Python thread is ever left in a foreign namespace.  The caller keeps the
+namespace alive by its fd; when the last holder (that fd, then the container)
+goes away the kernel destroys the namespace together with the veth pair in it.
+
+The start path (fresh_pair_here, attach_pair, delete_link) speaks netlink
+through rtnl.py: pyroute2 costs milliseconds of Python per request.  The rest
+(bridges, host routes and addresses, connect()) uses pyroute2.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import ctypes
 import errno as _errno
 import ipaddress
 import os
+import socket
 import threading
+import time
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import RuntimeFailure
+from . import rtnl
 
 CLONE_NEWNET = 0x40000000
 DEFAULT_MTU = 1500
@@ -130,10 +137,21 @@ def in_netns(netns_fd: Optional[int], work: Callable[[IPRoute], T]) -> tuple[T, 
 
 
 # ------------------------------------------------------------------ host view
-@_off_event_loop
+_MTU_TTL = 1.0  # seconds; the route table is read on most starts otherwise
+_mtu_cache: tuple[float, int] = (-_MTU_TTL, DEFAULT_MTU)
+
+
 def host_mtu() -> int:
-    """MTU of the interface carrying the host's IPv4 default route."""
-    # /proc and /sys instead of netlink: this runs on every container start.
+    """MTU of the interface carrying the host's IPv4 default route (at most a second old)."""
+    global _mtu_cache
+    now = time.monotonic()
+    if now - _mtu_cache[0] >= _MTU_TTL:
+        _mtu_cache = (now, _read_host_mtu())
+    return _mtu_cache[1]
+
+
+def _read_host_mtu() -> int:
+    # /proc and /sys instead of netlink: this runs on container starts.
     try:
         with open("/proc/net/route") as f:
             for line in f.readlines()[1:]:
@@ -171,7 +189,6 @@ def host_addresses() -> list[str]:
                 if a.get_attr("IFA_ADDRESS") and not a.get_attr("IFA_ADDRESS").startswith("127.")]
 
 
-@_off_event_loop
 def link_exists(ifname: str) -> bool:
     """Whether the host namespace has this interface (sysfs: no netlink round trip)."""
     return os.path.exists(f"/sys/class/net/{ifname}")
@@ -223,33 +240,79 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> bool:
     return created
 
 
-@_off_event_loop
 def delete_link(name: str) -> bool:
     """Delete a link by name (a veth takes its peer along); False if absent."""
-    if not link_exists(name):
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
         return False
-    with _ipr() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
+    try:
+        with rtnl.Socket() as nl:
+            nl.delete_link(index)
+    except rtnl.NetlinkFailure as exc:
+        if exc.errno == _errno.ENODEV:
             return False
-        try:
-            ipr.link("del", index=found[0])
-        except NetlinkError as exc:
-            if exc.code == _errno.ENODEV:
-                return False
-            raise _netlink_failure(f"delete link {name}", exc) from None
+        raise RuntimeFailure(f"delete link {name}", exc.errno) from None
     return True
 
 
-def delete_link_soon(name: str) -> None:
-    """Delete a link from a short background thread.
+_REAP_DELAY = 0.5  # seconds a dying namespace gets to take its veth along
+_reap_lock = threading.Lock()
+_reap_queue: list[tuple[float, str, int]] = []
+_reaper: Optional[threading.Thread] = None
 
-    Deleting a veth takes the kernel ~20 ms (it waits for RCU); when its
-    namespace is dying anyway (the container exited) nobody should wait for
-    that.  Should the process end first, the namespace's death removes it.
+
+def delete_link_soon(name: str) -> None:
+    """Delete a link in the background unless it goes by itself first.
+
+    A container's host veth usually dies with its namespace when the
+    container exits, a moment later (the kernel destroys namespaces
+    asynchronously).  Deleting it at once would race that destruction and
+    hold the kernel's rtnl lock against the next start; a veth delete also
+    takes the kernel ~20 ms (it waits for RCU).  So one background thread
+    looks again a little later and deletes only what is still there (a
+    namespace someone else keeps alive).  It goes by the link's index as
+    well as its name: a restarted container may hold the name by then (the
+    kernel does not reuse indexes soon).  Should the process end first, the
+    leftover is repair()'s.
     """
-    if link_exists(name):
-        threading.Thread(target=lambda: delete_link(name), name="contain-unlink", daemon=True).start()
+    global _reaper
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return
+    with _reap_lock:
+        _reap_queue.append((time.monotonic() + _REAP_DELAY, name, index))
+        if _reaper is None or not _reaper.is_alive():
+            _reaper = threading.Thread(target=_reap, name="contain-unlink", daemon=True)
+            _reaper.start()
+
+
+def _reset_reaper_after_fork() -> None:
+    # The reaper thread is not in a forked child, and its lock may have been
+    # held by it at the fork; the parent's queue stays the parent's.
+    global _reap_lock, _reap_queue, _reaper
+    _reap_lock, _reap_queue, _reaper = threading.Lock(), [], None
+
+
+os.register_at_fork(after_in_child=_reset_reaper_after_fork)
+
+
+def _reap() -> None:
+    while True:
+        with _reap_lock:
+            if not _reap_queue:
+                return
+            when, name, index = _reap_queue[0]
+        pause = when - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        with _reap_lock:
+            _reap_queue.pop(0)
+        with contextlib.suppress(Exception):
+            if socket.if_nametoindex(name) == index:
+                with rtnl.Socket() as nl:
+                    nl.delete_link(index)
 
 
 # --------------------------------------------------------------------- veths
@@ -311,3 +374,130 @@ def netns_links(netns_fd: int) -> list[str]:
     names, fd = in_netns(netns_fd, lambda ipr: [l.get_attr("IFLA_IFNAME") for l in ipr.get_links()])
     os.close(fd)
     return names
+
+
+# ------------------------------------------------- fresh pairs (the start path)
+class StrandedThread(RuntimeFailure):
+    """The thread could not return to the host namespace and must end."""
+
+
+class FreshPair:
+    """A never-used network namespace with lo up and a veth pair: `eth0`
+    inside and `host_ifname` in the host namespace, both down and unaddressed.
+
+    Held by two descriptors only (the namespace and a netlink socket opened
+    inside it): closing them, or the death of this process, destroys the
+    namespace and the pair with it.
+    """
+
+    __slots__ = ("netns_fd", "nl", "ifindex", "host_ifname", "host_index", "mtu")
+
+    def __init__(self, netns_fd: int, nl: rtnl.Socket, ifindex: int, host_ifname: str,
+                 host_index: int, mtu: int) -> None:
+        self.netns_fd, self.nl, self.ifindex = netns_fd, nl, ifindex
+        self.host_ifname, self.host_index, self.mtu = host_ifname, host_index, mtu
+
+    def close(self) -> None:
+        if self.netns_fd >= 0:
+            self.nl.close()
+            os.close(self.netns_fd)
+            self.netns_fd = -1
+
+
+def fresh_pair_here(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
+    """Make a FreshPair on the calling thread, which must be one of contain's
+    own: it enters the new namespace for two system calls (open the namespace,
+    open a netlink socket there) and goes back; everything else is done from
+    the host namespace through that socket.  Raises StrandedThread if the
+    thread could not go back (the caller must then let the thread end)."""
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    ns_fd, nl = -1, None
+    try:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare network namespace")
+        try:
+            ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            nl = rtnl.Socket()
+        finally:
+            if _libc.setns(host, CLONE_NEWNET) != 0:
+                raise StrandedThread("return to the host network namespace", ctypes.get_errno())
+        step = "loopback up"
+        try:
+            nl.set_link(nl.link_index("lo"), up=True)
+            step = f"create veth eth0/{host_ifname}"
+            # The peer is born in the host namespace: no temporary names.
+            nl.add_veth("eth0", host_ifname, mtu=mtu, peer_netns_fd=host)
+            ifindex = nl.link_index("eth0")
+            step = f"find {host_ifname}"
+            host_index = socket.if_nametoindex(host_ifname)
+            if alias:
+                step = f"alias of {host_ifname}"
+                with rtnl.Socket() as host_nl:
+                    host_nl.set_link(host_index, alias=alias)
+        except OSError as exc:
+            raise RuntimeFailure(step, exc.errno or 0) from None
+        return FreshPair(ns_fd, nl, ifindex, host_ifname, host_index, mtu)
+    except BaseException:
+        if nl is not None:
+            nl.close()
+        if ns_fd >= 0:
+            os.close(ns_fd)  # the namespace dies, and the pair with it
+        raise
+    finally:
+        os.close(host)
+
+
+def fresh_pair(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
+    """fresh_pair_here on a short-lived thread of its own (for any caller)."""
+    box: dict[str, Any] = {}
+
+    def thread() -> None:
+        try:
+            box["pair"] = fresh_pair_here(host_ifname, mtu, alias)
+        except BaseException as exc:  # re-raised on the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=thread, name="contain-netns")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["pair"]
+
+
+def attach_pair(pair: FreshPair, *, alias: str, bridge: str, address: str, prefixlen: int,
+                mac: str, mtu: int, gateway: Optional[str]) -> int:
+    """Give a FreshPair its container's identity: the host end enslaved to
+    bridge, up and labelled `alias` (its name stays: a rename costs the
+    kernel an RCU grace period under its rtnl lock); eth0 with mac, address
+    and the default route, up.  Four netlink requests, no thread, no helper
+    process.
+
+    Returns the namespace's fd (the caller owns it now); the pair's socket is
+    closed.  On failure the pair is closed (and so destroyed).
+    """
+    step = f"attach {pair.host_ifname} to {bridge}"
+    try:
+        try:
+            master = socket.if_nametoindex(bridge)
+        except OSError:
+            raise RuntimeFailure(step, _errno.ENODEV, f"no bridge {bridge}") from None
+        new_mtu = mtu if mtu != pair.mtu else None
+        with rtnl.Socket() as host_nl:
+            host_nl.set_link(pair.host_index, master=master, mtu=new_mtu, alias=alias, up=True)
+        nl = pair.nl
+        step = "eth0 up"
+        nl.set_link(pair.ifindex, mac=mac, mtu=new_mtu, up=True)
+        step = f"address {address}/{prefixlen} on eth0"
+        nl.add_address(pair.ifindex, address, prefixlen)
+        if gateway:
+            step = f"default route via {gateway}"
+            nl.add_default_route(gateway, pair.ifindex)
+    except rtnl.NetlinkFailure as exc:
+        pair.close()
+        raise RuntimeFailure(step, exc.errno) from None
+    except BaseException:
+        pair.close()
+        raise
+    pair.nl.close()  # a socket in the namespace would keep it alive after the container
+    fd, pair.netns_fd = pair.netns_fd, -1
+    return fd
