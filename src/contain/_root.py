@@ -8,11 +8,12 @@ keep independent stores.  Several processes may share a root.
 
 from __future__ import annotations
 
+import atexit
 import os
-import queue
 import shutil
 import tempfile
 import threading
+import time
 from typing import Optional, Union
 
 from .storage.store import Store, default_root
@@ -36,43 +37,76 @@ def idle_io() -> None:
 
 # ------------------------------------------------------- background deletion
 # One daemon thread per process deletes what was renamed away (removed
-# containers, discarded layers), so that a removal costs a rename and a
-# queue entry, not a thread start.  What a process leaves undeleted when it
-# exits keeps its marker name, and is queued again by the next one.
-_discards: "queue.Queue[str]" = queue.Queue()
+# containers, discarded layers), so that a removal costs a rename.  It waits
+# for a quiet moment (no removal for QUIET seconds) or a backlog of BACKLOG
+# trees: on ext4 (the more so mounted with discard) deleting files while
+# containers start doubles their start time, because every metadata change
+# waits on the same journal.  What is pending when the process exits is
+# deleted then (for a few seconds at most); what a killed process leaves
+# keeps its marker name, and the next process to open the root deletes it.
+QUIET = 0.5
+BACKLOG = 64
+_dcond = threading.Condition(threading.Lock())
+_pending: list = []
+_deleting = 0
+_flushing = 0
+_last_put = 0.0
 _discarder: Optional[threading.Thread] = None
 
 
 def discard_later(path: str) -> None:
-    global _discarder
-    _discards.put(path)
-    if _discarder is None or not _discarder.is_alive():
-        with _lock:
-            if _discarder is None or not _discarder.is_alive():
-                _discarder = threading.Thread(target=_discard_loop, name="contain-discard", daemon=True)
-                _discarder.start()
+    global _discarder, _last_put
+    with _dcond:
+        _pending.append(path)
+        _last_put = time.monotonic()
+        if _discarder is None or not _discarder.is_alive():
+            _discarder = threading.Thread(target=_discard_loop, name="contain-discard", daemon=True)
+            _discarder.start()
+        _dcond.notify_all()
 
 
 def _discard_loop() -> None:
+    global _deleting
     idle_io()
     while True:
-        path = _discards.get()
-        try:
+        with _dcond:
+            while True:
+                if _pending:
+                    quiet_for = time.monotonic() - _last_put
+                    if _flushing or len(_pending) >= BACKLOG or quiet_for >= QUIET:
+                        break
+                    _dcond.wait(QUIET - quiet_for)
+                else:
+                    _dcond.wait()
+            batch = list(_pending)
+            _pending.clear()
+            _deleting += len(batch)
+        for path in batch:
             shutil.rmtree(path, ignore_errors=True)
-        finally:
-            _discards.task_done()
+        with _dcond:
+            _deleting -= len(batch)
+            _dcond.notify_all()
 
 
 def wait_for_discards(timeout: Optional[float] = None) -> None:
-    """Block until what was discarded so far is deleted (tests, benchmarks)."""
-    if timeout is None:
-        _discards.join()
-        return
-    import time
+    """Delete what was discarded so far now, and wait until it is gone
+    (tests, benchmarks, process exit)."""
+    global _flushing
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _dcond:
+        _flushing += 1
+        _dcond.notify_all()
+        try:
+            while _pending or _deleting:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                _dcond.wait(remaining)
+        finally:
+            _flushing -= 1
 
-    deadline = time.monotonic() + timeout
-    while _discards.unfinished_tasks and time.monotonic() < deadline:
-        time.sleep(0.01)
+
+atexit.register(wait_for_discards, 5.0)
 
 
 class Root:
