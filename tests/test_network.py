@@ -562,6 +562,33 @@ def test_user_network_peers_by_name(nroot, prepared, docroot):
         Network.get("frontnet", root=nroot)
 
 
+def test_bridge_mac_stays_as_containers_come_and_go(nroot, prepared):
+    # The gateway's MAC is the bridge's: it must not follow its ports'.
+    from contain.net import endpoint
+    from contain.network import Network
+
+    net = Network.create("macnet", root=nroot)
+    try:
+        bridge = net.inspect()["Options"]["com.docker.network.bridge.name"]
+
+        def mac() -> str:
+            with open(f"/sys/class/net/{bridge}/address") as f:
+                return f.read().strip()
+
+        first = mac()
+        assert int(first.split(":")[0], 16) & 0x02  # locally administered
+        seen = set()
+        for _ in range(3):
+            p = prepared("macnet")
+            seen.add(mac())
+            p.close()
+            endpoint.release(nroot, p.container_id, wait=True)
+            seen.add(mac())
+        assert seen == {first}
+    finally:
+        net.remove(force=True)
+
+
 def test_networks_are_isolated_from_each_other(nroot, prepared, docroot):
     from contain.network import Network
 

@@ -22,6 +22,7 @@ import ctypes
 import errno as _errno
 import ipaddress
 import os
+import secrets
 import socket
 import threading
 import time
@@ -221,7 +222,12 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> bool:
         created = False
         if not found:
             try:
-                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                # A MAC of its own: a bridge without one takes its lowest
+                # port's, and the gateway's MAC would change under the
+                # containers' ARP caches as containers come and go.
+                mac = bytes([secrets.randbelow(256) & 0xFE | 0x02]) + secrets.token_bytes(5)
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu,
+                         address=":".join(f"{b:02x}" for b in mac))
                 created = True
             except NetlinkError as exc:
                 if exc.code != _errno.EEXIST:  # another process won the race
