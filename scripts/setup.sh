@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-pkgs=(gcc libc6-dev libffi-dev busybox-static iproute2 nftables tini python3-venv python3-dev)
+# slirp4netns: the default network of containers run by an ordinary user.
+pkgs=(gcc libc6-dev libffi-dev busybox-static iproute2 nftables tini python3-venv python3-dev slirp4netns)
 if [ "$want_test" = 1 ]; then
-    pkgs+=(docker-registry skopeo debootstrap crun runc podman uidmap umoci curl apache2-utils)
+    pkgs+=(docker-registry skopeo debootstrap crun runc podman uidmap umoci curl apache2-utils passt)
 fi
 
 missing=()

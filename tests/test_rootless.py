@@ -146,8 +146,85 @@ def test_adapt_spec_drops_cgroup_mounts_and_refuses_other_networks():
     pts = [x for x in spec.mounts if x.type == "devpts"][0]
     assert "gid=5" not in pts.options  # gid 5 is not mapped with a single id
     with pytest.raises(InvalidArgument) as info:
-        rootless.adapt_spec(spec, m, network_mode="bridge")
-    assert "none" in str(info.value) and "host" in str(info.value)
+        rootless.adapt_spec(spec, m, network_mode="mynet")
+    assert "slirp4netns" in str(info.value) and "none" in str(info.value) and "host" in str(info.value)
+    # slirp4netns: a new netns owned by the new user namespace: sysfs mounts anew.
+    spec2 = Spec(Process(["sh"]), Root("/x"), mounts=defaults.default_mounts())
+    rootless.adapt_spec(spec2, m, network_mode="slirp4netns:allow_host_loopback=true")
+    assert [x for x in spec2.mounts if x.destination == "/sys"][0].type == "sysfs"
+
+
+def test_rootless_network_modes(monkeypatch):
+    from contain.net import userspace
+
+    monkeypatch.setattr(userspace, "require", lambda tun="/dev/net/tun": "/usr/bin/slirp4netns")
+    assert rootless.network_mode(None) == "slirp4netns"
+    assert rootless.network_mode("bridge") == "slirp4netns"  # as podman: bridge means slirp4netns
+    assert rootless.network_mode("none") == "none" and rootless.network_mode("host") == "host"
+    assert rootless.network_mode("slirp4netns:allow_host_loopback=true") == \
+        "slirp4netns:allow_host_loopback=true"
+    with pytest.raises(InvalidArgument, match="user-defined networks are not supported"):
+        rootless.network_mode("mynet")
+    with pytest.raises(InvalidArgument, match="pasta"):
+        rootless.network_mode("pasta")
+    with pytest.raises(InvalidArgument, match="unsupported slirp4netns option"):
+        rootless.network_mode("slirp4netns:port_handler=rootlesskit")
+    assert userspace.parse_mode("slirp4netns") == userspace.Options()
+    assert userspace.parse_mode("slirp4netns:allow_host_loopback=true,mtu=1500") == \
+        userspace.Options(allow_host_loopback=True, mtu=1500)
+
+
+def test_slirp4netns_missing_is_a_clear_error(monkeypatch):
+    from contain.net import userspace
+
+    monkeypatch.setattr(userspace, "find", lambda name, search=(): None)
+    with pytest.raises(InvalidArgument) as info:
+        rootless.network_mode(None)
+    assert "slirp4netns" in str(info.value) and "apt-get install slirp4netns" in str(info.value)
+    assert "network='none'" in str(info.value)
+
+
+def test_port_conflict_is_found_before_start():
+    import socket
+
+    from contain.errors import Conflict
+    from contain.net import endpoint, userspace
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(Conflict, match=f"127.0.0.1:{port}/tcp failed: port is already allocated"):
+            userspace.resolve_ports(endpoint.parse_ports({80: ("127.0.0.1", port)}))
+        with pytest.raises(Conflict, match=f"0.0.0.0:{port}/tcp"):
+            userspace.resolve_ports(endpoint.parse_ports({80: port}))
+    with pytest.raises(Conflict, match="published twice"):
+        userspace.resolve_ports(endpoint.parse_ports({80: port, 81: port}))
+    picked = userspace.resolve_ports(endpoint.parse_ports({80: None}))
+    assert picked[0].host_port and picked[0].port == 80
+
+
+def test_helper_failure_names_it_and_kills_the_container(tmp_path, monkeypatch):
+    """A slirp4netns that fails: its own words in the error, the container
+    (here a stand-in process) killed, nothing left in the runtime dir."""
+    from contain.net import userspace
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    fake = tmp_path / "slirp4netns"
+    fake.write_text("#!/bin/sh\necho 'WARNING: noise' >&2\necho 'open(\"/dev/net/tun\"): Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(RuntimeFailure) as info:
+            userspace.start_helper(str(tmp_path), "c" * 64, proc.pid, userspace.Options(), [],
+                                   binary=str(fake))
+        assert info.value.step == "slirp4netns"
+        assert "Permission denied" in str(info.value)
+        assert proc.wait(timeout=5) == -9  # a container without its network is killed
+    finally:
+        proc.kill()
+        proc.wait()
+    assert os.listdir(tmp_path / "contain") == []
 
 
 # ------------------------------------------------------- as an ordinary user
@@ -295,9 +372,7 @@ def user():
             os.chmod("/dev/net/tun", tun_mode)
 
 
-# The integration container.py and _root.py need (docs/rootless.md), applied
-# from the outside: cgroups skipped, the spec adapted, the map helpers passed
-# to spawn, the user namespace joined by exec.
+# Prepended to the user-side scripts: a busybox image made as the user.
 _INTEGRATION = """
 import json, os, sys
 import contain
@@ -471,3 +546,224 @@ c.remove()
 print(json.dumps({"code": code, "logs": logs, "error": err}))
 """)
     assert out["code"] == 0 and out["logs"].strip() == "0", out
+
+
+# ------------------------------------------- the rootless network: slirp4netns
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fetch(url: str, timeout: float = 10) -> bytes:
+    """GET a loopback URL, retrying while the server inside comes up."""
+    import time
+    import urllib.request
+
+    assert url.startswith("http://127.0.0.1:")  # loopback only
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read()
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _helpers(user) -> list[int]:
+    from contain.net.userspace import helper_pids
+
+    return helper_pids(user.uid)
+
+
+def _wait_no_helpers(user, timeout: float = 3.0) -> list[int]:
+    import time
+
+    deadline = time.time() + timeout
+    while _helpers(user) and time.time() < deadline:
+        time.sleep(0.02)
+    return _helpers(user)
+
+
+@pytest.fixture(scope="module")
+def slirp(user):
+    if shutil.which("slirp4netns") is None:
+        r = subprocess.run(["apt-get", "install", "-y", "-q", "slirp4netns"], capture_output=True, text=True)
+        if r.returncode != 0 or shutil.which("slirp4netns") is None:
+            pytest.skip(f"slirp4netns is not installed and apt-get failed: {r.stderr[-300:]}")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun on this host: slirp4netns needs a tap device")
+    return user
+
+
+_HTTPD = ["sh", "-c", "mkdir -p /www && echo hello-rootless > /www/index.html && "
+                      "exec httpd -f -p 80 -h /www"]
+
+
+def test_published_port_on_the_default_network(slirp):
+    user = slirp
+    port = _free_port()
+    out = user.result(_INTEGRATION + f"""
+from contain import Container
+img = busybox_image()
+c = Container.run(img, {_HTTPD!r}, ports={{80: {port}}}, detach=True) if False else \\
+    Container.run(img, {_HTTPD!r}, ports={{80: {port}}})
+print(json.dumps({{"id": c.id, "mode": c.attrs["HostConfig"]["NetworkMode"],
+                  "ports": c.attrs["NetworkSettings"]["Ports"],
+                  "ip": c.attrs["NetworkSettings"]["Networks"]["slirp4netns"]["IPAddress"]}}))
+""")
+    # The caller has exited: the container and its network live on (detached).
+    try:
+        assert out["mode"] == "slirp4netns"  # the rootless default
+        assert out["ports"]["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": str(port)}]
+        assert out["ip"] == "10.0.2.100"
+        assert _fetch(f"http://127.0.0.1:{port}/") == b"hello-rootless\n"
+        assert len(_helpers(user)) == 1
+    finally:
+        gone = user.result(f"""
+import json, os
+from contain import Container
+c = Container.get({out["id"]!r})
+c.remove(force=True)
+from contain.linux.rootless import runtime_dir
+from contain._root import get_root, wait_for_discards
+wait_for_discards(10)
+print(json.dumps({{"left": os.listdir(runtime_dir()),
+                  "trash": [n for n in os.listdir(get_root().containers) if n.startswith(".")]}}))
+""")
+    assert _helpers(user) == []  # removed: no helper process left ...
+    assert gone["left"] == []  # ... and no API socket
+    assert gone["trash"] == []  # its files deleted, overlay's mode-000 work/work included
+    assert host_leaks(out["id"]) == []
+
+
+def test_helper_ends_with_the_container(slirp):
+    """No Python process watches: the helper ends when the container does."""
+    user = slirp
+    port = _free_port()
+    out = user.result(_INTEGRATION + f"""
+from contain import Container
+img = busybox_image()
+c = Container.run(img, ["sh", "-c", "sleep 0.5"], ports={{80: {port}}})
+print(json.dumps({{"id": c.id}}))
+""")
+    assert _wait_no_helpers(user) == []
+    after = user.result(f"""
+import json, os
+from contain import Container
+from contain.linux.rootless import runtime_dir
+c = Container.get({out["id"]!r})
+code = c.wait(timeout=10)
+left = os.listdir(runtime_dir())
+print(json.dumps({{"code": code, "left": left}}))
+""")
+    assert after == {"code": 0, "left": []}
+    again = user.result(f"""
+import json, os
+from contain import Container
+from contain.linux.rootless import runtime_dir
+c = Container.get({out["id"]!r})
+c.start()  # again: a new helper, the same published port
+code = c.wait(timeout=10)
+left = os.listdir(runtime_dir())
+c.remove()
+from contain._root import wait_for_discards
+wait_for_discards(10)
+print(json.dumps({{"code": code, "left": left}}))
+""")
+    assert again == {"code": 0, "left": []}
+    assert _helpers(user) == []
+
+
+def test_port_in_use_is_a_clear_error(slirp):
+    import socket
+
+    user = slirp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = user.result(_INTEGRATION + f"""
+from contain import Container
+from contain.errors import Conflict
+img = busybox_image()
+try:
+    Container.run(img, ["sleep", "30"], ports={{80: ("127.0.0.1", {port})}})
+    print(json.dumps({{"error": None}}))
+except Conflict as e:
+    print(json.dumps({{"error": str(e), "left": [c.id for c in Container.list(all=True)]}}))
+""")
+    assert out["error"] == f"Bind for 127.0.0.1:{port}/tcp failed: port is already allocated"
+    assert out["left"] == []
+    assert _helpers(user) == []
+
+
+def test_outbound_to_the_host_loopback(slirp):
+    """10.0.2.2 is the host's loopback, only when asked for: a server on
+    127.0.0.1 here answers then, and is out of reach by default."""
+    import http.server
+    import threading
+
+    user = slirp
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            body = b"from-the-host\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = user.result(_INTEGRATION + f"""
+from contain import Container
+img = busybox_image()
+# (no wget -T: this busybox build crashes with it; timeout bounds each try)
+script = ("for i in 1 2 3 4 5 6 7 8 9 10; do timeout 2 wget -q -O- http://10.0.2.2:{port}/$0 && exit 0; "
+          "sleep 0.2; done; exit 1")
+res = {{}}
+for mode, tag in (("slirp4netns:allow_host_loopback=true", "allowed"), (None, "default")):
+    c = Container.run(img, ["sh", "-c", script, tag], network=mode)
+    res[tag] = [c.wait(timeout=30), c.logs().decode()]
+    c.remove()
+from contain._root import wait_for_discards
+wait_for_discards(10)
+print(json.dumps(res))
+""")
+    finally:
+        server.shutdown()
+        server.server_close()
+    # The helper starts once the container's process exists (see
+    # docs/rootless.md): a first try may find no network yet.
+    assert out["allowed"][0] == 0 and out["allowed"][1].endswith("from-the-host\n"), out
+    assert set(out["allowed"][1].splitlines()[:-1]) <= {
+        "wget: can't connect to remote host (10.0.2.2): Network is unreachable"}, out
+    assert out["default"][0] != 0, out
+    assert hits == ["/allowed"]
+    assert _helpers(user) == []
+
+
+def test_user_defined_network_is_a_clear_error(slirp):
+    out = slirp.result(_INTEGRATION + """
+from contain import Container
+from contain.errors import InvalidArgument
+img = busybox_image()
+try:
+    Container.create(img, ["true"], network="mynet")
+    print(json.dumps({"error": None}))
+except InvalidArgument as e:
+    print(json.dumps({"error": str(e)}))
+""")
+    assert "user-defined networks are not supported for an ordinary user" in out["error"]

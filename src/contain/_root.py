@@ -9,8 +9,10 @@ keep independent stores.  Several processes may share a root.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +56,30 @@ _last_put = 0.0
 _discarder: Optional[threading.Thread] = None
 
 
+def remove_tree(path: str, _depth: int = 0) -> None:
+    """Delete a tree, whatever it holds: overlay leaves its work/work
+    directory mode 000, which a caller without CAP_DAC_OVERRIDE (an ordinary
+    user) cannot enter until it is made its own again.  Best effort."""
+    def retry(func, failed, exc) -> None:
+        if isinstance(exc, tuple):  # onerror's exc_info (before Python 3.12)
+            exc = exc[1]
+        if isinstance(exc, FileNotFoundError) or _depth > 32:
+            return
+        for d in (os.path.dirname(failed), failed):
+            with contextlib.suppress(OSError):
+                os.chmod(d, 0o700)
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            remove_tree(failed, _depth + 1)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(failed)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
+
+
 def discard_later(path: str) -> None:
     global _discarder, _last_put
     with _dcond:
@@ -82,7 +108,7 @@ def _discard_loop() -> None:
             _pending.clear()
             _deleting += len(batch)
         for path in batch:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
         with _dcond:
             _deleting -= len(batch)
             _dcond.notify_all()

@@ -30,7 +30,7 @@ import attrs
 
 from . import _names, _timefmt
 from ._jsonfile import write_json as _write_json
-from ._root import Root, RootArg, get_root
+from ._root import Root, RootArg, get_root, remove_tree
 from .errors import (
     Conflict,
     ContainError,
@@ -505,16 +505,15 @@ class Container:
         if policy["Name"] != "no" and auto_remove:
             raise InvalidArgument("a restart policy cannot be combined with auto_remove")
         log_opts = _log_options(log_config)
-        net = network_mode or network or ("none" if r.rootless else "bridge")
+        net = network_mode or network or (None if r.rootless else "bridge")
         if r.rootless:
             from .linux import rootless
 
-            if net not in rootless.NETWORK_MODES:
-                raise InvalidArgument(f"network {net!r} is not available to an ordinary user yet: "
-                                      f"use one of {', '.join(rootless.NETWORK_MODES)}")
+            # slirp4netns by default ("bridge" means it); InvalidArgument for the rest.
+            net = rootless.network_mode(net)
             rootless.check_resources(resources, delegated=rootless.delegated_cgroup())
         port_bindings = endpoint.parse_ports(ports)  # InvalidArgument now, not at start
-        if net not in ("none", "host", "bridge"):
+        if net not in ("none", "host", "bridge") and not r.rootless:
             ipam.load(r.path, net)  # NotFound for an unknown network
         caps = _capabilities(cap_add, cap_drop, privileged)
         if init:
@@ -727,7 +726,13 @@ class Container:
 
     def _start_locked(self, state: dict) -> None:
         cfg, host = state["Config"], state["HostConfig"]
-        prepared = endpoint.prepare(
+        if host["NetworkMode"].startswith("slirp4netns"):
+            from .net import userspace  # rootless: the helper starts once the process exists
+
+            prepare: Any = userspace.prepare
+        else:
+            prepare = endpoint.prepare
+        prepared = prepare(
             self._root, self.id, name=state["Name"].lstrip("/"), hostname=cfg["Hostname"],
             network_mode=host["NetworkMode"], ports=state["_contain"].get("ports"),
             publish_all=host.get("PublishAllPorts", False),
@@ -752,7 +757,7 @@ class Container:
         state["NetworkSettings"] = prepared.settings
         # An overlay mounted with "volatile" refuses the same workdir until
         # this marker, left by the previous clean unmount, is gone.
-        shutil.rmtree(self._path("work/work/incompat"), ignore_errors=True)
+        remove_tree(self._path("work/work/incompat"))
         for name in ("exit", "exit.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path(name))
@@ -861,9 +866,14 @@ class Container:
                   ExitCode=0, Error=str(child.exec_error or ""), OOMKilled=False,
                   StartedAt=_timefmt.now(), FinishedAt=_timefmt.ZERO)
         state["_contain"]["pid_start"] = _proc_start_time(child.pid)
+        # A rootless network's helper (net/userspace.py) comes up meanwhile.
+        network_up = prepared.started(child.pid, state["_contain"]["pid_start"]) \
+            if hasattr(prepared, "started") else None
         state["_contain"]["monitor_pid"] = child.monitor_pid
         state["_contain"]["monitor_start"] = _proc_start_time(child.monitor_pid)
         self._save(state)
+        if network_up is not None:
+            network_up()  # configured, ports published (or the container killed and an error)
         if state["Config"].get("Healthcheck"):
             from ._health import start_health_monitor
 
@@ -930,6 +940,10 @@ class Container:
                 cg.remove()
         with contextlib.suppress(ContainError, OSError):
             endpoint.release(self._root, self.id)
+        if state["HostConfig"]["NetworkMode"].startswith("slirp4netns"):
+            from .net import userspace
+
+            userspace.release(self._root, self.id)  # the helper is gone (it ends with the container)
         st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,
                   FinishedAt=finished, OOMKilled=oom)
         self._save(state)
@@ -1184,6 +1198,10 @@ class Container:
     def _remove_files(self, state: dict) -> None:
         with contextlib.suppress(ContainError, OSError):
             endpoint.release(self._root, self.id)
+        if state["HostConfig"]["NetworkMode"].startswith("slirp4netns"):
+            from .net import userspace
+
+            userspace.release(self._root, self.id)
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
         if state["State"]["Status"] == "exited":
@@ -1243,7 +1261,7 @@ class Container:
         lowers = self._lowerdirs(state)
         target = self._path("merged")
         if writable:
-            shutil.rmtree(self._path("work/work/incompat"), ignore_errors=True)
+            remove_tree(self._path("work/work/incompat"))
             opts = f"lowerdir={':'.join(lowers)},upperdir={self._path('upper')},workdir={self._path('work')}"
         else:
             opts = f"lowerdir={':'.join([self._path('upper')] + lowers)}"

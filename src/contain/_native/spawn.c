@@ -199,8 +199,11 @@ static int container_child(void *arg)
         close(c->cg_w);
     if (c->go_r >= 0) {
         close(c->go_w);
-        if (read(c->go_r, &b, 1) != 1)
+        if (read(c->go_r, &b, 1) != 1) {
+            if (err->step[0])
+                _exit(125);  /* the parent recorded why (newuidmap failed, ...) */
             die(err, "wait for user namespace mappings", NULL, EPIPE);
+        }
         close(c->go_r);
         if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
             die(err, "become root in the user namespace", NULL, errno);

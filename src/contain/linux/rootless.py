@@ -354,17 +354,50 @@ class NoCgroupManager:
 
 
 # --------------------------------------------------------------------- spec
-NETWORK_MODES = ("none", "host")
+# slirp4netns (contain.net.userspace) is the default; "bridge" means it for
+# an ordinary user, as with podman.  Options follow podman's spelling:
+# "slirp4netns:allow_host_loopback=true".
+DEFAULT_NETWORK = "slirp4netns"
+NETWORK_MODES = ("none", "host", DEFAULT_NETWORK)
+
+
+def network_mode(requested: Optional[str]) -> str:
+    """The network mode an ordinary user's container gets for `requested`
+    (None: the default).  InvalidArgument, saying why, for what this
+    backend cannot do: user-defined networks, container:<id>, pasta."""
+    mode = requested or DEFAULT_NETWORK
+    if mode in ("bridge", "default"):
+        mode = DEFAULT_NETWORK
+    base = mode.split(":", 1)[0]
+    if mode in ("none", "host"):
+        return mode
+    if base == DEFAULT_NETWORK:
+        from ..net import userspace
+
+        userspace.parse_mode(mode)  # InvalidArgument for an unknown option
+        userspace.require()  # InvalidArgument: not installed, no /dev/net/tun
+        return mode
+    if base == "pasta":
+        raise InvalidArgument(
+            "network 'pasta' is not supported: this pasta (passt 0.0~git20230309) cannot be "
+            "tied to a container's lifetime; the rootless default is slirp4netns")
+    if base == "container":
+        raise InvalidArgument("network mode container:<id> is not supported for an ordinary user")
+    raise InvalidArgument(
+        f"network {mode!r}: user-defined networks are not supported for an ordinary user "
+        f"(each rootless container gets its own {DEFAULT_NETWORK} network and cannot reach "
+        f"another by address); use the default ({DEFAULT_NETWORK}, also called 'bridge'), "
+        "network='none' or network='host', with published ports between containers")
 
 
 def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str) -> Spec:
     """Turn a root-shaped spec into a rootless one (in place; returned too):
     a user namespace with the user's mapping, and the mounts an unprivileged
     user namespace can make.  The caller skips cgroups (see NoCgroup)."""
-    if network_mode not in NETWORK_MODES:
+    if network_mode.split(":", 1)[0] not in NETWORK_MODES:
         raise InvalidArgument(
-            f"network {network_mode!r} is not available to an ordinary user yet: use "
-            "network='none' or network='host' (pasta/slirp4netns are not wired in)")
+            f"network {network_mode!r} is not available to an ordinary user: use "
+            f"network='{DEFAULT_NETWORK}' (the default), 'none' or 'host'")
     if spec.namespace("user") is None:
         from .spec import Namespace
 
