@@ -150,6 +150,7 @@ class Root:
         self._id_maps = None
         self._layers: dict[str, list[str]] = {}
         self._init_layer: Optional[str] = None
+        self._mount_point: Optional[str] = None
         leftovers = [os.path.join(self.containers, n) for n in os.listdir(self.containers)
                      if n.startswith(".removing-")]
         for trash in leftovers:  # from a process that exited mid-delete
@@ -167,6 +168,16 @@ class Root:
     def discard(self, path: str) -> None:
         """Delete a renamed-away tree in the background, at idle I/O priority."""
         discard_later(path)
+
+    def mount_point(self) -> str:
+        """Where a starting container mounts its root: one directory for all,
+        as each mounts it in a mount namespace of its own (no directory to
+        make per container)."""
+        if self._mount_point is None:
+            path = os.path.join(self.path, "rootfs-mount")
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            self._mount_point = path
+        return self._mount_point
 
     def init_layer(self) -> str:
         """The layer of mount points every container needs (/proc, /dev,

@@ -348,7 +348,8 @@ class Container:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         try:
-            fd = os.open(self._path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # The directory itself is the lock: no file to make per container.
+            fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {self.id}") from None
         try:
@@ -557,7 +558,7 @@ class Container:
             name = _names.claim_generated(r.names, cid)
         try:
             os.makedirs(cdir, mode=0o700)
-            for sub in ("upper", "work", "merged"):
+            for sub in ("upper", "work"):
                 os.mkdir(os.path.join(cdir, sub), 0o755)
             state = {
                 "Id": cid,
@@ -691,7 +692,7 @@ class Container:
             readonly_paths.append("/sys/fs/cgroup")
         spec = Spec(
             process=process,
-            root=SpecRoot(self._path("merged"), readonly=host["ReadonlyRootfs"], lowerdirs=lowers,
+            root=SpecRoot(self._root.mount_point(), readonly=host["ReadonlyRootfs"], lowerdirs=lowers,
                           upperdir=self._path("upper"), workdir=self._path("work")),
             hostname=cfg["Hostname"],
             mounts=mounts,
@@ -1260,6 +1261,7 @@ class Container:
         libc = ctypes.CDLL(None, use_errno=True)
         lowers = self._lowerdirs(state)
         target = self._path("merged")
+        os.makedirs(target, mode=0o755, exist_ok=True)
         if writable:
             remove_tree(self._path("work/work/incompat"))
             opts = f"lowerdir={':'.join(lowers)},upperdir={self._path('upper')},workdir={self._path('work')}"

@@ -446,7 +446,7 @@ def _container_busy_or_running(r: Root, cid: str) -> bool:
     """True while the container runs or another process holds its lock (starting it)."""
     cdir = r.container_dir(cid)
     try:
-        fd = os.open(os.path.join(cdir, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # Container._locked
     except FileNotFoundError:
         fd = -1
     try:
