@@ -4,7 +4,7 @@ contain: Container.run + wait + remove (create, start, wait, remove), and
 the bare native spawn underneath it.  crun and runc: `run` of an OCI bundle
 of the same busybox rootfs with the same namespaces and no network; podman
 and docker when present and working.  Medians over N runs (default 200),
-printed with ratios to crun.
+printed with ratios to crun; the tools take turns run by run.
 
     .venv/bin/python benchmarks/bench_start.py [-n 200]
 """
@@ -27,14 +27,19 @@ from contain.linux import defaults, runtime
 from contain.linux.spec import Linux, Namespace, Process, Root, Spec
 
 
-def timed(fn, n: int) -> list[float]:
-    fn()  # warm
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+def interleaved(runners: dict, n: int) -> dict[str, float]:
+    """Median ms of each runner, taking turns run by run: this VM's speed
+    drifts by tens of percent over minutes, and taking turns gives every
+    tool the same conditions.  A runner with every=k runs on every k-th turn."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(n):
+        for name, (fn, every) in runners.items():
+            if i % every:
+                continue
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1000)
+    return {name: statistics.median(ts) for name, ts in times.items() if ts}
 
 
 def bundle(rootfs: str, path: str) -> str:
@@ -71,7 +76,7 @@ def main() -> int:
     args = ap.parse_args()
     n = args.n
     work = tempfile.mkdtemp(prefix="contain-bench-")
-    results: dict[str, float] = {}
+    runners: dict = {}  # name -> (function, every), each warmed once
     try:
         rootfs = make_rootfs(os.path.join(work, "rootfs"))
         root = os.path.join(work, "state")
@@ -82,7 +87,8 @@ def main() -> int:
             c.wait()
             c.remove()
 
-        results["contain (run, wait, remove), network none"] = statistics.median(timed(contain_run, n))
+        contain_run()
+        runners["contain (run, wait, remove), network none"] = (contain_run, 1)
 
         spec_dir = os.path.join(work, "spawn")
         for d in ("upper", "work", "merged"):
@@ -104,7 +110,8 @@ def main() -> int:
             os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED)
             os.close(child.pidfd)
 
-        results["contain native spawn only (no cgroup, no monitor)"] = statistics.median(timed(native_spawn, n))
+        native_spawn()
+        runners["contain native spawn only (no cgroup, no monitor)"] = (native_spawn, 1)
 
         b = bundle(rootfs, os.path.join(work, "bundle"))
         ensure_hugetlb_v1()
@@ -124,7 +131,8 @@ def main() -> int:
                     raise RuntimeError(f"{tool} failed: {r.stderr.decode()[-300:]}")
 
             try:
-                results[f"{tool} run"] = statistics.median(timed(tool_run, n))
+                tool_run()
+                runners[f"{tool} run"] = (tool_run, 1)
             except RuntimeError as exc:
                 print(f"{tool}: {exc}")
 
@@ -142,13 +150,16 @@ def main() -> int:
                     subprocess.run(base + ["run", "--rm", "--network", "none", "bench/busybox", "/bin/true"],
                                    check=True, capture_output=True)
                 try:
-                    results["podman run --rm"] = statistics.median(timed(podman_run, max(10, n // 10)))
+                    podman_run()
+                    runners["podman run --rm"] = (podman_run, 10)
                 except subprocess.CalledProcessError as exc:
                     print(f"podman: {exc.stderr.decode()[-300:]}")
-                subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True)
         docker = shutil.which("docker")
         if docker and subprocess.run([docker, "info"], capture_output=True).returncode != 0:
             print("docker: no engine running, skipped")
+        results = interleaved(runners, n)
+        if podman:
+            subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True)
     finally:
         subprocess.run(["umount", "-R", os.path.join(work, "podman", "root")], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
