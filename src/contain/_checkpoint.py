@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 from typing import Any, Optional
 
 from . import _names, _timefmt

@@ -41,6 +41,7 @@ from .errors import (
 )
 from .image import Image
 from .linux import defaults, devices, seccomp
+from .linux.proc import start_time
 from .linux.sysctl import check_sysctls
 from .linux.cgroups import Resources
 from .linux.runtime import Monitor, join, spawn
@@ -53,15 +54,6 @@ _RECORD = struct.Struct("=QIBBH")  # see _native/monitor.c
 STDOUT, STDERR = 1, 2
 
 
-def _proc_start_time(pid: int) -> Optional[int]:
-    """The kernel's start time of pid (field 22 of /proc/PID/stat), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])
 
 
 def _open_pidfd(pid: int, start: Optional[int]) -> Optional[int]:
@@ -73,7 +65,7 @@ def _open_pidfd(pid: int, start: Optional[int]) -> Optional[int]:
     except (ProcessLookupError, OSError):
         return None
     # Checked after opening: once we hold the pidfd the pid cannot be reused.
-    if start is not None and _proc_start_time(pid) != start:
+    if start is not None and start_time(pid) != start:
         os.close(fd)
         return None
     return fd
@@ -866,12 +858,12 @@ class Container:
         st.update(Status="running", Running=True, Paused=False, Pid=child.pid,
                   ExitCode=0, Error=str(child.exec_error or ""), OOMKilled=False,
                   StartedAt=_timefmt.now(), FinishedAt=_timefmt.ZERO)
-        state["_contain"]["pid_start"] = _proc_start_time(child.pid)
+        state["_contain"]["pid_start"] = start_time(child.pid)
         # A rootless network's helper (net/userspace.py) comes up meanwhile.
         network_up = prepared.started(child.pid, state["_contain"]["pid_start"]) \
             if hasattr(prepared, "started") else None
         state["_contain"]["monitor_pid"] = child.monitor_pid
-        state["_contain"]["monitor_start"] = _proc_start_time(child.monitor_pid)
+        state["_contain"]["monitor_start"] = start_time(child.monitor_pid)
         self._save(state)
         if network_up is not None:
             network_up()  # configured, ports published (or the container killed and an error)

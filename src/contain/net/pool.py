@@ -34,6 +34,7 @@ import time
 from typing import Optional
 
 from ..errors import RuntimeFailure
+from ..linux.proc import start_time
 from . import links
 
 PREFIX = "cvp"
@@ -51,13 +52,6 @@ def limit() -> int:
         return DEFAULT_SIZE
 
 
-def _start_time(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
 
 
 def _pidns() -> int:
@@ -85,7 +79,7 @@ class _Pool:
     def alias(self) -> str:
         # Read lazily: this object is also made in a just-forked child.
         if not self._alias:
-            self._alias = (f"{ALIAS} pid={self.pid} start={_start_time(self.pid)} "
+            self._alias = (f"{ALIAS} pid={self.pid} start={start_time(self.pid)} "
                            f"pidns={_pidns()}")
         return self._alias
 
@@ -251,14 +245,14 @@ def _owner_alive(name: str) -> bool:
     if alias[:1] == [ALIAS] and fields.get("pid", "").isdigit():
         pid = int(fields["pid"])
         start = fields.get("start")
-        now = _start_time(pid)
+        now = start_time(pid)
         return now is not None and (start in (None, "None") or str(now) == start)
     # No alias yet (just made): the owner's pid is in the name.
     try:
         pid = int(name[len(PREFIX):len(PREFIX) + 7], 16)
     except ValueError:
         return False
-    return _start_time(pid) is not None
+    return start_time(pid) is not None
 
 
 def _after_fork_in_child() -> None:

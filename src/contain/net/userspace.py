@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import attrs
 
 from .._root import RootArg, get_root
+from ..linux.proc import start_time
 from ..errors import Conflict, InvalidArgument, RuntimeFailure
 from . import hosts
 from .endpoint import PortBinding, Prepared, PortsArg, parse_ports
@@ -246,13 +247,6 @@ def _write_record(api: str, record: dict) -> None:
         os.close(fd)
 
 
-def _start_time(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
 
 
 def _alive(pidfd: int) -> bool:
@@ -301,7 +295,7 @@ def launch_helper(root_path: str, container_id: str, pid: int, options: Options,
         release(root_path, container_id)
 
     try:
-        if pid_start is not None and _start_time(pid) != pid_start:
+        if pid_start is not None and start_time(pid) != pid_start:
             os.close(pidfd)
             return lambda: None
         api = api_socket_path(root_path, container_id)
@@ -330,7 +324,7 @@ def launch_helper(root_path: str, container_id: str, pid: int, options: Options,
         finally:
             os.close(ready_w)
         _children.append(helper)
-        _write_record(api, {"pid": helper.pid, "start": _start_time(helper.pid), "api": api})
+        _write_record(api, {"pid": helper.pid, "start": start_time(helper.pid), "api": api})
     except BaseException:
         if ready_r >= 0:
             os.close(ready_r)
@@ -425,7 +419,7 @@ def _release(record: dict, record_path: str, timeout: float) -> None:
             fd = -1
         if fd >= 0:
             try:
-                if _start_time(pid) == start:
+                if start_time(pid) == start:
                     if not select.select([fd], [], [], timeout)[0]:
                         with contextlib.suppress(ProcessLookupError):
                             signal.pidfd_send_signal(fd, signal.SIGKILL)
