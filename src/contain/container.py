@@ -734,10 +734,18 @@ class Container:
             self._start_prepared(state, prepared)
         except BaseException:
             prepared.close()
-            with contextlib.suppress(ContainError):
-                endpoint.release(self._root, self.id)
+            self._release_network(state)
             raise
         prepared.close()
+
+    def _release_network(self, state: dict) -> None:
+        """Give back what the container's network held (idempotent)."""
+        with contextlib.suppress(ContainError, OSError):
+            endpoint.release(self._root, self.id)
+        if state["HostConfig"]["NetworkMode"].startswith("slirp4netns"):
+            from .net import userspace
+
+            userspace.release(self._root, self.id)  # its helper ends with the container
 
     def _start_prepared(self, state: dict, prepared) -> None:
         spec = self._spec(state)
@@ -931,12 +939,7 @@ class Container:
                 with contextlib.suppress(ContainError, OSError):
                     oom = bool(cg.stats().oom_kills)
                 cg.remove()
-        with contextlib.suppress(ContainError, OSError):
-            endpoint.release(self._root, self.id)
-        if state["HostConfig"]["NetworkMode"].startswith("slirp4netns"):
-            from .net import userspace
-
-            userspace.release(self._root, self.id)  # the helper is gone (it ends with the container)
+        self._release_network(state)
         st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,
                   FinishedAt=finished, OOMKilled=oom)
         self._save(state)
@@ -1189,12 +1192,7 @@ class Container:
             remove_anonymous(state, root=self._root)
 
     def _remove_files(self, state: dict) -> None:
-        with contextlib.suppress(ContainError, OSError):
-            endpoint.release(self._root, self.id)
-        if state["HostConfig"]["NetworkMode"].startswith("slirp4netns"):
-            from .net import userspace
-
-            userspace.release(self._root, self.id)
+        self._release_network(state)
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
         if state["State"]["Status"] == "exited":

@@ -158,7 +158,7 @@ def parse_ports(ports: PortsArg = None, publish_all: bool = False,
     return out
 
 
-def _bind_probe(proto: str, host_ip: str, port: int) -> int:
+def bind_probe(proto: str, host_ip: str, port: int) -> int:
     """Bind host_ip:port on the host as the container's port would; returns the port."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
@@ -173,6 +173,9 @@ def _bind_probe(proto: str, host_ip: str, port: int) -> int:
                 raise Conflict(f"Bind for {where} failed: port is already allocated") from None
             if exc.errno == _errno.EADDRNOTAVAIL:
                 raise InvalidArgument(f"cannot publish {where}: {host_ip} is not an address of this host") from None
+            if exc.errno == _errno.EACCES:
+                raise InvalidArgument(f"cannot publish {where}: an ordinary user cannot bind ports "
+                                      "below net.ipv4.ip_unprivileged_port_start") from None
             raise Conflict(f"cannot publish {where}: {exc.strerror}") from None
         return s.getsockname()[1]
 
@@ -191,14 +194,14 @@ def _resolve_ports(bindings: Sequence[PortBinding]) -> list[PortBinding]:
             nft.check_free([rule], [nft.Published("", "", r.proto, r.host_ip, r.host_port, 0) for r in seen])
         except Conflict:
             raise Conflict(f"port {b.host_ip or '0.0.0.0'}:{b.host_port}/{b.proto} is published twice") from None
-        _bind_probe(b.proto, b.host_ip, b.host_port)
+        bind_probe(b.proto, b.host_ip, b.host_port)
         seen.append(rule)
     taken = {(p.proto, p.host_port) for p in existing} | {(r.proto, r.host_port) for r in seen}
     out = []
     for b in bindings:
         if b.host_port is None:
             for _ in range(50):
-                port = _bind_probe(b.proto, b.host_ip, 0)
+                port = bind_probe(b.proto, b.host_ip, 0)
                 if (b.proto, port) not in taken:
                     break
             else:

@@ -60,22 +60,27 @@ def _off_event_loop(fn: Callable[..., T]) -> Callable[..., T]:
             asyncio.get_running_loop()
         except RuntimeError:
             return fn(*args, **kwargs)
-        box: dict[str, Any] = {}
-
-        def call() -> None:
-            try:
-                box["result"] = fn(*args, **kwargs)
-            except BaseException as exc:  # re-raised on the caller's thread
-                box["error"] = exc
-
-        t = threading.Thread(target=call, name="contain-netlink")
-        t.start()
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        return _on_own_thread("contain-netlink", fn, *args, **kwargs)
 
     return wrapper
+
+
+def _on_own_thread(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs) on a short-lived thread; its exception re-raised here."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=call, name=name)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 @contextlib.contextmanager
@@ -454,20 +459,7 @@ def fresh_pair_here(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
 
 def fresh_pair(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
     """fresh_pair_here on a short-lived thread of its own (for any caller)."""
-    box: dict[str, Any] = {}
-
-    def thread() -> None:
-        try:
-            box["pair"] = fresh_pair_here(host_ifname, mtu, alias)
-        except BaseException as exc:  # re-raised on the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=thread, name="contain-netns")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["pair"]
+    return _on_own_thread("contain-netns", fresh_pair_here, host_ifname, mtu, alias)
 
 
 def attach_pair(pair: FreshPair, *, alias: str, bridge: str, address: str, prefixlen: int,

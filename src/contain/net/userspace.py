@@ -31,7 +31,6 @@ detached container's pasta would outlive it.
 from __future__ import annotations
 
 import contextlib
-import errno as _errno
 import json
 import os
 import select
@@ -46,7 +45,7 @@ from .._root import RootArg, get_root
 from ..linux.proc import start_time
 from ..errors import Conflict, InvalidArgument, RuntimeFailure
 from . import hosts
-from .endpoint import PortBinding, Prepared, PortsArg, parse_ports
+from .endpoint import PortBinding, Prepared, PortsArg, bind_probe, parse_ports
 
 MODE = "slirp4netns"
 SUBNET = "10.0.2.0/24"
@@ -110,27 +109,6 @@ def require(tun: str = "/dev/net/tun") -> str:
 
 
 # ------------------------------------------------------------------ ports
-def _probe(proto: str, host_ip: str, port: int) -> int:
-    """Bind host_ip:port as slirp4netns will (SO_REUSEADDR, as libslirp)."""
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    where = f"{host_ip or '0.0.0.0'}:{port}/{proto}"
-    with socket.socket(socket.AF_INET, kind) as s:
-        if proto == "tcp":
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host_ip or "0.0.0.0", port))
-        except OSError as exc:
-            if exc.errno == _errno.EADDRINUSE:
-                raise Conflict(f"Bind for {where} failed: port is already allocated") from None
-            if exc.errno == _errno.EADDRNOTAVAIL:
-                raise InvalidArgument(f"cannot publish {where}: {host_ip} is not an address of this host") from None
-            if exc.errno == _errno.EACCES:
-                raise InvalidArgument(f"cannot publish {where}: an ordinary user cannot bind ports "
-                                      "below net.ipv4.ip_unprivileged_port_start") from None
-            raise Conflict(f"cannot publish {where}: {exc.strerror}") from None
-        return s.getsockname()[1]
-
-
 def resolve_ports(bindings: Sequence[PortBinding]) -> list[PortBinding]:
     """Fixed host ports checked free now (Conflict naming the port); free
     ones picked for the rest."""
@@ -142,11 +120,11 @@ def resolve_ports(bindings: Sequence[PortBinding]) -> list[PortBinding]:
             if key in seen or (b.proto, "0.0.0.0", b.host_port) in seen or \
                     (not b.host_ip and any(k[0] == b.proto and k[2] == b.host_port for k in seen)):
                 raise Conflict(f"port {key[1]}:{b.host_port}/{b.proto} is published twice")
-            _probe(b.proto, b.host_ip, b.host_port)
+            bind_probe(b.proto, b.host_ip, b.host_port)
             seen.add(key)
     for b in bindings:
         if b.host_port is None:
-            b = attrs.evolve(b, host_port=_probe(b.proto, b.host_ip, 0))
+            b = attrs.evolve(b, host_port=bind_probe(b.proto, b.host_ip, 0))
         out.append(b)
     return out
 
