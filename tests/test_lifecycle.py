@@ -313,3 +313,72 @@ def test_init_forwards_signals_and_reaps(run):
     assert c.exit_code == 143 and time.monotonic() - t0 < 5
     z = run(["sh", "-c", "sleep 0.1 & exec sleep 1"], init=True)  # an orphan for tini to reap
     assert z.wait(timeout=30) == 0
+
+
+def _fresh_root(tmp_path, busybox_rootfs):
+    from contain import Image
+
+    root = str(tmp_path / "root")
+    return root, Image.from_directory(busybox_rootfs, tag="recycle/busybox", root=root)
+
+
+def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(tmp_path, busybox_rootfs):
+    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    first = Container.run(image, ["sh", "-c", "echo first-output"], root=root)
+    assert first.wait(timeout=30) == 0
+    kept_upper = os.stat(os.path.join(first._dir, "upper")).st_ino
+    first.remove()
+    spares = [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+    assert len(spares) == 1, spares
+
+    second = Container.create(image, ["sh", "-c", "ls /; cat /etc/hostname"], root=root)
+    try:
+        # The spare became this container's directory: same inodes, nothing
+        # left of the first container (record, exit, logs).
+        assert os.stat(os.path.join(second._dir, "upper")).st_ino == kept_upper
+        assert not [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+        assert second.status == "created" and second.exit_code in (None, 0)
+        assert second.logs() == b""
+        assert not os.path.exists(os.path.join(second._dir, "exit"))
+        second.start()
+        assert second.wait(timeout=30) == 0
+        out = second.logs().decode()
+        assert "first-output" not in out and second.id[:12] in out
+    finally:
+        second.remove(force=True)
+
+
+def test_a_directory_with_a_changed_layer_is_not_reused(tmp_path, busybox_rootfs):
+    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    for cmd in (["sh", "-c", "echo secret > /left-behind"], ["chmod", "700", "/"],
+                ["rm", "/bin/true"]):
+        c = Container.run(image, cmd, root=root)
+        assert c.wait(timeout=30) == 0, c.logs()
+        c.remove()
+        assert not [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")], cmd
+    c = Container.run(image, ["sh", "-c", "ls -ld / /left-behind /bin/true 2>&1; true"], root=root)
+    try:
+        assert c.wait(timeout=30) == 0
+        out = c.logs().decode()
+        assert "left-behind: No such file" in out and "/bin/true" in out and "drwxr-xr-x" in out, out
+    finally:
+        c.remove(force=True)
+    wait_for_discards()
+
+
+def test_spares_are_bounded_and_found_by_another_process(tmp_path, busybox_rootfs):
+    from contain._root import Root
+
+    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    made = [Container.create(image, ["true"], root=root) for _ in range(Root.SPARES + 3)]
+    for c in made:
+        c.remove()
+    spares = [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+    assert len(spares) == Root.SPARES
+    code = ("import contain; c = contain.Container.run(%r, ['true'], root=%r); "
+            "print(c.wait(timeout=30)); c.remove()" % (image.id, root))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr
+    wait_for_discards()
+    assert len([n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]) \
+        == Root.SPARES

@@ -36,18 +36,55 @@ def _swap_in(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: str, data: Any) -> None:
-    """Write via a temporary file and swap it in: readers see the old or the new file."""
+def write_json(path: str, data: Any, *, serialized: bool = False) -> None:
+    """Write via a temporary file and swap it in: readers see the old or the new file.
+
+    `serialized`: the caller holds a lock that every writer of `path`
+    takes.  The temporary file is then `path.next`, kept between writes
+    (after the swap it holds the previous content): no file is made or
+    deleted per write, which on ext4 without a journal costs far more than
+    the write itself.  A reader that still holds the old file open while
+    the next write reuses it may read a torn prefix; read_json (and
+    Container's loader) read again then."""
+    text = json.dumps(data, separators=(",", ":"))
+    if serialized:
+        nxt = path + ".next"
+        with open(nxt, "w") as f:
+            f.write(text)
+        global _exchange_works
+        if _exchange_works:
+            if _renameat2(_AT_FDCWD, os.fsencode(nxt), _AT_FDCWD, os.fsencode(path), _RENAME_EXCHANGE) == 0:
+                return
+            e = ctypes.get_errno()
+            if e in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+                _exchange_works = False
+            elif e != errno.ENOENT:
+                raise OSError(e, os.strerror(e), path)
+        os.replace(nxt, path)
+        return
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps(data, separators=(",", ":")))
+        f.write(text)
     _swap_in(tmp, path)
+
+
+def load_json(path: str) -> Any:
+    """Parse the file; a torn read (a writer reusing the file this read
+    opened, see write_json) is read again.  FileNotFoundError propagates."""
+    for attempt in range(20):
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            if attempt == 19:
+                raise
+    raise AssertionError("unreachable")
 
 
 def read_json(path: str) -> Optional[Any]:
     """The file's content, or None when it is missing or torn."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return load_json(path)
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import fcntl
-import json
 import os
 import re
 import select
@@ -29,7 +28,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import attrs
 
 from . import _names, _timefmt
-from ._jsonfile import write_json as _write_json
+from ._jsonfile import load_json as _load_json, write_json as _write_json
 from ._root import Root, RootArg, get_root, remove_tree
 from .errors import (
     Conflict,
@@ -352,13 +351,13 @@ class Container:
 
     def _load(self) -> dict:
         try:
-            with open(self._path("state.json")) as f:
-                return json.load(f)
+            return _load_json(self._path("state.json"))
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {self.id}") from None
 
     def _save(self, state: dict) -> None:
-        _write_json(self._path("state.json"), state)
+        # Every writer holds the container's lock (_locked).
+        _write_json(self._path("state.json"), state, serialized=True)
 
     # ------------------------------------------------------------- discovery
     @classmethod
@@ -549,9 +548,10 @@ class Container:
         else:
             name = _names.claim_generated(r.names, cid)
         try:
-            os.makedirs(cdir, mode=0o700)
-            for sub in ("upper", "work"):
-                os.mkdir(os.path.join(cdir, sub), 0o755)
+            if not r.take_spare(cdir):
+                os.mkdir(cdir, 0o700)
+                for sub in ("upper", "work"):
+                    os.mkdir(os.path.join(cdir, sub), 0o755)
             state = {
                 "Id": cid,
                 "Created": _timefmt.now(),
@@ -621,7 +621,7 @@ class Container:
                              "device_rules": [str(r) for r in device_rules],
                              "creator_pid": os.getpid(), "userns": r.rootless},
             }
-            _write_json(os.path.join(cdir, "state.json"), state)
+            _write_json(os.path.join(cdir, "state.json"), state, serialized=True)  # nobody knows cdir yet
         except BaseException:
             shutil.rmtree(cdir, ignore_errors=True)
             _names.release(r.names, name, cid)
@@ -759,9 +759,9 @@ class Container:
         # An overlay mounted with "volatile" refuses the same workdir until
         # this marker, left by the previous clean unmount, is gone.
         remove_tree(self._path("work/work/incompat"))
-        for name in ("exit", "exit.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path(name))
+        # The last run's record goes; its file is the monitor's next one.
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._path("exit"), self._path("exit.tmp"))
         resources = Resources(**state["_contain"]["resources"])
         manager = self._root.cgroups
         # A previous run's monitor may still be removing the cgroups of this
@@ -1204,7 +1204,8 @@ class Container:
         trash = os.path.join(self._root.containers, f".removing-{self.id}")
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._dir, trash)
-            self._root.discard(trash)
+            if not self._root.recycle(trash):
+                self._root.discard(trash)
         self._close_monitor_fds()
 
     def __enter__(self) -> "Container":
