@@ -479,10 +479,11 @@ def _ids(root: str) -> set:
 
 
 def _load(root: str, cid: str) -> Optional[dict]:
+    from contain._jsonfile import read_json
+
     try:
-        with open(os.path.join(root, "containers", cid, "state.json")) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
+        return read_json(os.path.join(root, "containers", cid, "state.json"))
+    except OSError:
         return None
 
 

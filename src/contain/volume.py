@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import attrs
 
 from . import _names, _timefmt
-from ._jsonfile import write_json as _write_json
+from ._jsonfile import read_json, write_json as _write_json
 from ._root import Root, RootArg, get_root
 from .errors import Conflict, InvalidArgument, NotFound
 from .storage.locks import FileLock
@@ -254,11 +254,7 @@ def _container_ids(r: Root) -> list[str]:
 
 
 def _load_state(r: Root, cid: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(r.container_dir(cid), "state.json")) as f:
-            return json.load(f)
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
+    return read_json(os.path.join(r.container_dir(cid), "state.json"))
 
 
 def _mount_sources(state: dict) -> set:

@@ -19,7 +19,6 @@ import contextlib
 import errno as _errno
 import fcntl
 import hashlib
-import json
 import os
 import secrets
 import socket
@@ -27,6 +26,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import attrs
 
+from .._jsonfile import read_json
 from .._root import Root, RootArg, get_root
 from ..errors import Conflict, InvalidArgument, NotFound
 from . import hosts, ipam, links, nft, pool
@@ -458,10 +458,8 @@ def _container_busy_or_running(r: Root, cid: str) -> bool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-        try:
-            with open(os.path.join(cdir, "state.json")) as f:
-                state = json.load(f)
-        except (FileNotFoundError, ValueError):
+        state = read_json(os.path.join(cdir, "state.json"))
+        if not isinstance(state, dict):
             return False
         st = state.get("State", {})
         if not st.get("Running"):
