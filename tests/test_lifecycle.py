@@ -89,6 +89,40 @@ def test_attach_stdin_stream(run):
     assert c.logs() == b"got:hello\nmore data\n"
 
 
+def test_the_attach_socket_is_made_on_request(run):
+    import signal as _signal
+
+    c = run(["sh", "-c", "read line; echo got:$line"], stdin_open=True)
+    sock = os.path.join(c._dir, "attach.sock")
+    assert not os.path.exists(sock)  # nobody asked yet
+    monitor = c.attrs["_contain"]["monitor_pid"]
+    os.kill(monitor, _signal.SIGUSR1)  # a stray request costs only the socket
+    deadline = time.monotonic() + 5
+    while not os.path.exists(sock) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.path.exists(sock) and c.status == "running"
+    with c.attach() as att:
+        att.send(b"hi\n")
+        out = b"".join(data for stream, data in att)
+    assert out == b"got:hi\n" and c.wait(timeout=10) == 0
+    assert not os.path.exists(sock)  # the monitor took it away
+
+
+def test_the_container_starts_with_no_signal_blocked(run):
+    import signal as _signal
+
+    old = _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGUSR2, _signal.SIGTERM})
+    try:
+        c = run(["sh", "-c", "grep SigBlk /proc/self/status"])
+        sleeper = run(["sleep", "30"])
+        executed = sleeper.exec_run(["sh", "-c", "grep SigBlk /proc/self/status"]).output
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+    assert c.wait(timeout=30) == 0
+    assert c.logs().split() == [b"SigBlk:", b"0000000000000000"]
+    assert executed.split() == [b"SigBlk:", b"0000000000000000"]
+
+
 def test_tty_container(run):
     c = run(["sh", "-c", "tty; stty size"], tty=True)
     assert c.wait(timeout=30) == 0
@@ -322,7 +356,9 @@ def _fresh_root(tmp_path, busybox_rootfs):
     return root, Image.from_directory(busybox_rootfs, tag="recycle/busybox", root=root)
 
 
-def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(tmp_path, busybox_rootfs):
+def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(tmp_path, busybox_rootfs,
+                                                                         monkeypatch):
+    monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")  # no thread taking the spare first
     root, image = _fresh_root(tmp_path, busybox_rootfs)
     first = Container.run(image, ["sh", "-c", "echo first-output"], root=root)
     assert first.wait(timeout=30) == 0
@@ -348,7 +384,8 @@ def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(tmp_pa
         second.remove(force=True)
 
 
-def test_a_directory_with_a_changed_layer_is_not_reused(tmp_path, busybox_rootfs):
+def test_a_directory_with_a_changed_layer_is_not_reused(tmp_path, busybox_rootfs, monkeypatch):
+    monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")
     root, image = _fresh_root(tmp_path, busybox_rootfs)
     for cmd in (["sh", "-c", "echo secret > /left-behind"], ["chmod", "700", "/"],
                 ["rm", "/bin/true"]):
@@ -366,9 +403,10 @@ def test_a_directory_with_a_changed_layer_is_not_reused(tmp_path, busybox_rootfs
     wait_for_discards()
 
 
-def test_spares_are_bounded_and_found_by_another_process(tmp_path, busybox_rootfs):
+def test_spares_are_bounded_and_found_by_another_process(tmp_path, busybox_rootfs, monkeypatch):
     from contain._root import Root
 
+    monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")
     root, image = _fresh_root(tmp_path, busybox_rootfs)
     made = [Container.create(image, ["true"], root=root) for _ in range(Root.SPARES + 3)]
     for c in made:
@@ -382,3 +420,38 @@ def test_spares_are_bounded_and_found_by_another_process(tmp_path, busybox_rootf
     wait_for_discards()
     assert len([n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]) \
         == Root.SPARES
+
+
+def test_roots_mounted_ahead_are_used_and_refused_when_changed(tmp_path, busybox_rootfs):
+    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    from contain._root import get_root
+
+    prep = get_root(root).preparer
+    for _ in range(4):  # from the second container on, the next root is mounted ahead
+        c = Container.run(image, ["sh", "-c", "echo x > /written; cat /written"], root=root)
+        assert c.wait(timeout=30) == 0 and c.logs() == b"x\n"
+        c.remove()
+    deadline = time.monotonic() + 10
+    while not prep._ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    used = prep.used
+    assert used >= 1, "no container started on a root mounted ahead"
+
+    # Another process writes into a created container's layer (docker cp
+    # before start): the root mounted ahead no longer fits and is not used.
+    c = Container.create(image, ["sh", "-c", "cat /copied/in; echo y > /copied/more; ls /copied"], root=root)
+    try:
+        code = ("import contain, io, tarfile; c = contain.Container.get(%r, root=%r); b = io.BytesIO(); "
+                "t = tarfile.open(fileobj=b, mode='w'); i = tarfile.TarInfo('copied/in'); i.size = 6; "
+                "t.addfile(i, io.BytesIO(b'hello\\n')); t.close(); c.put_archive('/', b.getvalue())"
+                % (c.id, root))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        refused = prep.refused
+        c.start()
+        assert c.wait(timeout=30) == 0, c.logs()
+        assert c.logs() == b"hello\nin\nmore\n"
+        assert prep.refused == refused + 1 and prep.used == used
+    finally:
+        c.remove(force=True)
+    wait_for_discards()

@@ -13,7 +13,7 @@ import signal
 import socket
 import struct
 import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import Conflict, InvalidArgument
 
@@ -22,23 +22,29 @@ STDOUT, STDERR, EXIT = 17, 18, 19
 _HEAD = struct.Struct("<BI")
 
 
-def connect(state_dir: str) -> socket.socket:
+def connect(state_dir: str, wake: Optional[Callable[[], bool]] = None) -> socket.socket:
+    """Connect to the monitor's attach socket.  The monitor makes it on
+    request: `wake` sends that request (SIGUSR1) and says whether the
+    monitor is there to receive it."""
     dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        # The monitor binds its socket just after it starts: a caller that
-        # attaches right after run() may be a moment early.
         deadline = time.monotonic() + 2.0
+        woken = 0.0
         while True:
             try:
                 # Through the directory's fd: the full path may exceed sun_path.
                 sock.connect(f"/proc/self/fd/{dfd}/attach.sock")
                 return sock
             except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline or os.path.exists(f"/proc/self/fd/{dfd}/exit"):
+                now = time.monotonic()
+                gone = os.path.exists(f"/proc/self/fd/{dfd}/exit")
+                if not gone and wake is not None and now - woken > 0.25:
+                    gone, woken = not wake(), now  # again later: a signal may be lost
+                if now > deadline or gone:
                     sock.close()
                     raise Conflict("the container is not running (nothing to attach to)") from None
-                time.sleep(0.005)
+                time.sleep(0.001 if now - woken < 0.02 else 0.005)
     finally:
         os.close(dfd)
 

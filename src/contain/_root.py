@@ -158,6 +158,9 @@ class Root:
                 self.discard(os.path.join(self.containers, n))
             elif n.startswith(".spare-"):
                 self._spares.append(os.path.join(self.containers, n))
+            elif n.startswith(".prepared-") and not _prepared_owner_alive(n):
+                self._spares.append(os.path.join(self.containers, n))  # a root made ahead, never used
+        self._preparer = None
 
     def image_layers(self, image_id: str) -> list[str]:
         """The image's unpacked layer dirs, topmost first: looked up in the
@@ -181,6 +184,18 @@ class Root:
     SPARES = 8
     _RECYCLABLE = frozenset(("upper", "work", "state.json", "state.json.next", "container.log",
                              "exit", "exit.tmp", "hosts", "hostname", "resolv.conf"))
+
+    @property
+    def preparer(self):
+        """Roots mounted ahead for the next containers (_prepared.py); None
+        for an ordinary user (the overlay is mounted in the user namespace)."""
+        if self._preparer is None and not self.rootless:
+            from ._prepared import Preparer
+
+            with self._spare_lock:
+                if self._preparer is None:
+                    self._preparer = Preparer(self)
+        return self._preparer
 
     def take_spare(self, dest: str) -> bool:
         """Rename a spare container directory to `dest`; False if none is left."""
@@ -294,6 +309,12 @@ class Root:
 
     def container_dir(self, cid: str) -> str:
         return os.path.join(self.containers, cid)
+
+
+def _prepared_owner_alive(name: str) -> bool:
+    from ._prepared import owner_alive
+
+    return owner_alive(name)
 
 
 def get_root(root: Union[None, str, os.PathLike, Root] = None) -> Root:

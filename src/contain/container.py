@@ -548,7 +548,9 @@ class Container:
         else:
             name = _names.claim_generated(r.names, cid)
         try:
-            if not r.take_spare(cdir):
+            prep = r.preparer
+            lowers = [r.init_layer()] + r.image_layers(img.id)
+            if not (prep is not None and prep.take(cdir, lowers, cid)) and not r.take_spare(cdir):
                 os.mkdir(cdir, 0o700)
                 for sub in ("upper", "work"):
                     os.mkdir(os.path.join(cdir, sub), 0o755)
@@ -623,6 +625,8 @@ class Container:
             }
             _write_json(os.path.join(cdir, "state.json"), state, serialized=True)  # nobody knows cdir yet
         except BaseException:
+            if r.preparer is not None:
+                r.preparer.drop(cid)
             shutil.rmtree(cdir, ignore_errors=True)
             _names.release(r.names, name, cid)
             raise
@@ -756,9 +760,14 @@ class Container:
             join_fds.append(prepared.netns_fd)
         spec.mounts += [Mount(dst, "bind", src, ["bind", "rw"]) for dst, src in prepared.files.items()]
         state["NetworkSettings"] = prepared.settings
-        # An overlay mounted with "volatile" refuses the same workdir until
-        # this marker, left by the previous clean unmount, is gone.
-        remove_tree(self._path("work/work/incompat"))
+        # The root mounted ahead for this container, if it still fits.
+        overlay_fd = -1
+        if self._root.preparer is not None and not state["_contain"].get("userns"):
+            overlay_fd = self._root.preparer.claim(self.id, spec.root.lowerdirs)
+        if overlay_fd < 0:
+            # An overlay mounted with "volatile" refuses the same workdir
+            # until this marker, left by the previous clean unmount, is gone.
+            remove_tree(self._path("work/work/incompat"))
         # The last run's record goes; its file is the monitor's next one.
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._path("exit"), self._path("exit.tmp"))
@@ -777,7 +786,7 @@ class Container:
             # The shared parent was removed by another process's last
             # container between its creation and ours: make it again.
             cgroup = manager.create(self.id, resources)
-        fds: list[int] = []
+        fds: list[int] = [overlay_fd] if overlay_fd >= 0 else []
         exited_r = -1
         try:
             cfg, host = state["Config"], state["HostConfig"]
@@ -843,7 +852,8 @@ class Container:
             child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(include_v2=False),
                           cgroup_dir=cgroup.v2_path,
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds),
-                          console_socket=console, join_ns_fds=join_fds, **userns_options)
+                          console_socket=console, join_ns_fds=join_fds, overlay_fd=overlay_fd,
+                          **userns_options)
         except BaseException as exc:
             if exited_r >= 0:
                 os.close(exited_r)
@@ -956,6 +966,14 @@ class Container:
             raise InvalidArgument(f"invalid wait condition: {condition}")
         if condition in ("next-exit", "removed"):
             return self._wait_polling(deadline, timeout, condition)
+        if self._exited_fd >= 0:
+            # Started by this handle: until the monitor closes this pipe the
+            # exit is not recorded, so there is nothing to read before.
+            ready, _, _ = select.select([self._exited_fd], [], [], timeout)
+            if not ready:
+                raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
+            os.close(self._exited_fd)
+            self._exited_fd = -1
         while True:
             try:
                 state = self._refresh()
@@ -1103,6 +1121,7 @@ class Container:
         container is stopped and started again around it)."""
         from ._checkpoint import checkpoint
 
+        self._drop_prepared()
         checkpoint(self, name, timeout=timeout)
 
     def reset(self, name: Optional[str] = None, restart: Optional[bool] = None) -> None:
@@ -1110,6 +1129,7 @@ class Container:
         restarting the process if it was running."""
         from ._checkpoint import reset
 
+        self._drop_prepared()
         reset(self, name, restart=restart)
 
     def pause(self) -> None:
@@ -1152,9 +1172,24 @@ class Container:
         .resize(rows, cols) sets a tty's size; .exit_code once it ended."""
         from ._attach import Attachment, connect
 
-        if not self._refresh()["State"]["Running"]:
+        state = self._refresh()
+        if not state["State"]["Running"]:
             raise Conflict(f"container {self.short_id} is not running")
-        return Attachment(connect(self._dir))
+        extra = state["_contain"]
+
+        def wake() -> bool:
+            fd = _open_pidfd(extra.get("monitor_pid", 0), extra.get("monitor_start"))
+            if fd is None:
+                return False
+            try:
+                _signal.pidfd_send_signal(fd, _signal.SIGUSR1)
+                return True
+            except ProcessLookupError:
+                return False
+            finally:
+                os.close(fd)
+
+        return Attachment(connect(self._dir, wake))
 
     def attach_terminal(self, detach_keys: str = "ctrl-p,ctrl-q") -> Optional[int]:
         """Connect the caller's terminal (raw mode, window size follows) until
@@ -1191,7 +1226,14 @@ class Container:
 
             remove_anonymous(state, root=self._root)
 
+    def _drop_prepared(self) -> None:
+        """Unmount the root made ahead for this container, if this process
+        holds one (_prepared.py)."""
+        if self._root._preparer is not None:
+            self._root._preparer.drop(self.id)
+
     def _remove_files(self, state: dict) -> None:
+        self._drop_prepared()
         self._release_network(state)
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
@@ -1249,6 +1291,7 @@ class Container:
                 return
         import ctypes
 
+        self._drop_prepared()  # two mounts of one writable layer must never be
         libc = ctypes.CDLL(None, use_errno=True)
         lowers = self._lowerdirs(state)
         target = self._path("merged")

@@ -62,6 +62,7 @@ struct ct_spec {
     const char *gid_map;
     const char *rootfs;
     const char *overlay;
+    int overlay_fd;
     int readonly_root;
     const char *hostname;
     int loopback_up;
@@ -87,6 +88,10 @@ struct ct_monitor {
     int nfds;
 };
 
+#define CT_OVERLAY_VOLATILE 1
+#define CT_OVERLAY_USERXATTR 2
+int ct_mount_overlay(const char *lowerdir, const char *upperdir, const char *workdir, int flags,
+                     struct ct_error *err);
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err);
 int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
             struct ct_process *proc, struct ct_child *out, struct ct_error *err);

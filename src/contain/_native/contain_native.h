@@ -70,6 +70,7 @@ struct ct_spec {
     const char *gid_map;
     const char *rootfs;   /* where the root is assembled (a directory) */
     const char *overlay;  /* overlay options (lowerdir=..,upperdir=..,workdir=..) or NULL */
+    int overlay_fd;       /* or a detached overlay mount made ahead (ct_mount_overlay), -1 */
     int readonly_root;
     const char *hostname;
     int loopback_up;      /* bring up lo in the (new) network namespace */
@@ -105,6 +106,14 @@ struct ct_monitor {
  * container started but its command could not be executed (err names it
  * and the child has exited 126 or 127), -1 when set-up failed (err names
  * the step; the child has been reaped). */
+/* A detached overlay mount (fsopen/fsmount) of lowerdir (':'-separated),
+ * upperdir and workdir, for ct_spec.overlay_fd; flags: CT_OVERLAY_*.
+ * Returns the mount's fd, or -1 with err filled. */
+#define CT_OVERLAY_VOLATILE 1
+#define CT_OVERLAY_USERXATTR 2
+int ct_mount_overlay(const char *lowerdir, const char *upperdir, const char *workdir, int flags,
+                     struct ct_error *err);
+
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err);
 
 /* Run a process inside a running container: join the namespaces of the

@@ -23,7 +23,8 @@
  *   u64 time (ns since the epoch) | u32 length | u8 stream | u8 flags | u16 0 | data
  *
  * (flags bit 0: the line was cut, not ended by a newline).  Clients attach
- * through STATE_DIR/attach.sock: they receive output frames and may send
+ * through STATE_DIR/attach.sock, made at the first SIGUSR1 (a client sends
+ * it, then connects): they receive output frames and may send
  * input, window sizes and end-of-input (see _attach.py).  When the
  * container exits, output is drained, STATE_DIR/exit is written (via
  * rename) with the status and time, attached clients get an exit frame,
@@ -41,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -299,6 +301,31 @@ static void client_input(struct client *c)
     c->used -= pos;
 }
 
+/* Bind STATE_DIR/attach.sock, by a relative name from inside the state
+ * dir (state paths can be longer than a socket address allows). */
+static int listen_attach(const char *dir)
+{
+    int lfd = -1;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0 && fchdir(dfd) == 0) {
+        struct sockaddr_un sa = {0};
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, "attach.sock");
+        unlink(sa.sun_path);
+        lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (lfd >= 0 && (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 8) < 0)) {
+            close(lfd);
+            lfd = -1;
+        }
+        if (chdir("/") < 0) {
+            /* only relative names used the state dir */
+        }
+    }
+    if (dfd >= 0)
+        close(dfd);
+    return lfd;
+}
+
 static void accept_client(int lfd)
 {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -352,25 +379,14 @@ int main(int argc, char **argv)
             break;
         }
     }
-    /* The socket is bound by a relative name from inside the state dir:
-     * state paths can be longer than a socket address allows. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0 && fchdir(dfd) == 0) {
-        struct sockaddr_un sa = {0};
-        sa.sun_family = AF_UNIX;
-        strcpy(sa.sun_path, "attach.sock");
-        unlink(sa.sun_path);
-        lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (lfd >= 0 && (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 8) < 0)) {
-            close(lfd);
-            lfd = -1;
-        }
-        if (chdir("/") < 0) {
-            /* only relative names used the state dir */
-        }
-    }
-    if (dfd >= 0)
-        close(dfd);
+    /* attach.sock is made when somebody wants to attach (SIGUSR1, which
+     * _attach.connect sends): most containers never see a client, and a
+     * socket is a file to make and delete per start. */
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
+    int sfd = signalfd(-1, &usr1, SFD_CLOEXEC | SFD_NONBLOCK);
     if (tty && nstreams > 0) {
         /* fd 4 is a console socket: the container sends its pty master. */
         char byte;
@@ -437,6 +453,10 @@ int main(int argc, char **argv)
                 pfd[n].fd = lfd;
                 pfd[n].events = POLLIN;
                 idx[n++] = -2;
+            } else if (sfd >= 0) {
+                pfd[n].fd = sfd;
+                pfd[n].events = POLLIN;
+                idx[n++] = -3;
             }
             for (int i = 0; i < MAX_CLIENTS; i++) {
                 if (clients[i].fd < 0)
@@ -476,6 +496,14 @@ int main(int argc, char **argv)
                 continue;
             if (idx[k] == -2) {
                 accept_client(lfd);
+                continue;
+            }
+            if (idx[k] == -3) {
+                struct signalfd_siginfo si;
+                while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                }
+                if (lfd < 0)
+                    lfd = listen_attach(dir);
                 continue;
             }
             if (idx[k] >= 100) {
@@ -539,6 +567,10 @@ int main(int argc, char **argv)
                 close(streams[i].fd);
         if (stdin_fd >= 0)
             close(stdin_fd);
+        /* SIGUSR1 stays blocked: one that comes late must not kill contain's
+         * restart process (a new monitor starts with it blocked as well). */
+        if (sfd >= 0)
+            close(sfd);
         execv(restart[0], restart);
         return 127;
     }

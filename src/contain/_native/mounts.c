@@ -161,6 +161,37 @@ static int new_fs(struct ct_mount *m, struct ct_error *err)
     return mfd;
 }
 
+int ct_mount_overlay(const char *lowerdir, const char *upperdir, const char *workdir, int flags,
+                     struct ct_error *err)
+{
+    __builtin_memset(err, 0, sizeof *err);
+    int fd = sys_fsopen("overlay", FSOPEN_CLOEXEC);
+    if (fd < 0)
+        return ct_fail(err, "open filesystem", "overlay", errno);
+    const char *keys[] = {"source", "lowerdir", "upperdir", "workdir"};
+    const char *values[] = {"overlay", lowerdir, upperdir, workdir};
+    for (int i = 0; i < 4; i++) {
+        if (values[i] && sys_fsconfig(fd, FSCONFIG_SET_STRING, keys[i], values[i], 0) < 0) {
+            ct_fail(err, "set overlay layer", values[i], errno);
+            close(fd);
+            return -1;
+        }
+    }
+    if (((flags & CT_OVERLAY_VOLATILE) && sys_fsconfig(fd, FSCONFIG_SET_FLAG, "volatile", NULL, 0) < 0) ||
+        ((flags & CT_OVERLAY_USERXATTR) && sys_fsconfig(fd, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0) ||
+        sys_fsconfig(fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        ct_fail(err, "mount overlay root", upperdir ? upperdir : lowerdir, errno);
+        close(fd);
+        return -1;
+    }
+    int mfd = sys_fsmount(fd, FSMOUNT_CLOEXEC, 0);
+    int e = errno;
+    close(fd);
+    if (mfd < 0)
+        return ct_fail(err, "mount overlay root", upperdir ? upperdir : lowerdir, e);
+    return mfd;
+}
+
 static int detached_bind(const char *source, unsigned int attr, int recursive,
                          struct ct_error *err, const char *target)
 {

@@ -24,6 +24,10 @@
 
 #include "internal.h"
 
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
@@ -142,7 +146,11 @@ static int finish_and_exec(struct ct_process *proc, struct spawn_ctx *c)
 {
     if (ct_setup_process(proc, c->err) < 0)
         return 125;
-    sigprocmask(SIG_SETMASK, &c->mask, NULL);
+    /* The container's process starts with no signal blocked, whatever the
+     * caller (or a monitor's restart process) had blocked. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     ct_exec(proc, c->err);
     /* The command could not run: say so on the container's stderr, as
      * Docker does, and exit with its codes (126 not executable, 127 not
@@ -234,7 +242,11 @@ static int container_child(void *arg)
     /* Nothing we mount may propagate back to the host. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         die(err, "make mounts private", NULL, errno);
-    if (s->overlay) {
+    if (s->overlay_fd >= 0) {
+        /* Mounted ahead, detached: attach it here. */
+        if (syscall(SYS_move_mount, s->overlay_fd, "", AT_FDCWD, s->rootfs, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            die(err, "mount overlay root", s->rootfs, errno);
+    } else if (s->overlay) {
         if (mount("overlay", s->rootfs, "overlay", 0, s->overlay) < 0)
             die(err, "mount overlay root", s->rootfs, errno);
     } else if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
@@ -585,7 +597,12 @@ static int monitor_child(void *arg)
     if (chdir("/") < 0) {
         /* not fatal: the monitor only uses absolute paths */
     }
-    sigprocmask(SIG_SETMASK, &c->mask, NULL);
+    /* SIGUSR1 stays blocked across the exec: it asks the monitor for its
+     * attach socket, and one sent before the monitor set up its signalfd
+     * must wait there instead of killing it. */
+    sigset_t mask = c->mask;
+    sigaddset(&mask, SIGUSR1);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
     execve(mon->path, (char *const *)argv, (char *const *)mon->envp);
     kill(pid, SIGKILL);
     die(c->err, "exec monitor", mon->path, errno);

@@ -1,0 +1,261 @@
+"""Container roots mounted ahead: the overlay of the next container's layers,
+made by a background thread while the current one runs.
+
+Mounting an overlay with a writable layer makes and deletes a handful of
+files in its work directory; on a disk that checks every new inode against
+the recently deleted ones (ext4 without a journal) that alone takes
+milliseconds, the largest part of a start.  None of it depends on the
+container but its layers, so from the second container a process creates
+for the same layers on, a thread keeps up to PREPARED such roots ready:
+each is a container directory (a spare one, else a new one) renamed to
+`.prepared-<pid>-<n>` so that no other process takes it, holding upper/
+and work/, plus the fd of a detached overlay mount of them (fsmount: in no
+mount namespace, invisible in /proc/mounts).  Container.create takes one
+(its directory becomes the container's), start hands the fd to the child,
+which attaches it as its root instead of mounting one.
+
+The fd is this process's only: it is held here, by container id, not by a
+handle.  Anything else that mounts the container's layers drops it first
+(Container._root_fd), and start checks that nobody else did meanwhile
+(work/work is the one the prepared mount made); otherwise it mounts anew.
+At exit the fds close (the mounts go with them) and the directories become
+spares again; a process that was killed leaves `.prepared-<pid>-*`
+directories that the next Root to open finds as spares.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import secrets
+import threading
+import weakref
+from typing import Optional
+
+PREPARED = 2
+_ENV = "CONTAIN_PREPARED_ROOTS"
+PREFIX = ".prepared-"
+
+
+def limit() -> int:
+    """How many roots to keep ready (CONTAIN_PREPARED_ROOTS; 0 turns it off)."""
+    try:
+        return max(0, int(os.environ.get(_ENV, PREPARED)))
+    except ValueError:
+        return PREPARED
+
+
+def owner_alive(name: str) -> bool:
+    """Whether the process named in a `.prepared-<pid>-<n>` directory lives."""
+    try:
+        pid = int(name[len(PREFIX):].split("-", 1)[0])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _marks(cdir: str) -> tuple:
+    """What says the work directory is still the prepared mount's own."""
+    st = os.stat(os.path.join(cdir, "work", "work"))
+    up = os.stat(os.path.join(cdir, "upper"))
+    return (st.st_ino, st.st_ctime_ns, up.st_ino, up.st_mode, up.st_uid, up.st_gid, up.st_ctime_ns,
+            os.path.isdir(os.path.join(cdir, "work", "work", "incompat", "volatile")))
+
+
+class _Ready:
+    __slots__ = ("path", "lowers", "fd", "marks")
+
+    def __init__(self, path: str, lowers: tuple, fd: int, marks: tuple) -> None:
+        self.path, self.lowers, self.fd, self.marks = path, lowers, fd, marks
+
+
+class Preparer:
+    """The roots one Root keeps ready in this process."""
+
+    def __init__(self, root) -> None:
+        self._root = root
+        self._containers = root.containers
+        self._cond = threading.Condition(threading.Lock())
+        self._ready: list[_Ready] = []
+        self._claimed: dict[str, _Ready] = {}  # container id -> its prepared mount
+        self._want: Optional[tuple] = None
+        self._seen: dict[tuple, int] = {}
+        self._failed: set = set()
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+        self._closed = False
+        self.used = self.refused = 0  # prepared mounts started with / found unfit
+        _live.add(self)
+
+    # ------------------------------------------------------------ the start path
+    def take(self, dest: str, lowers: list[str], cid: str) -> bool:
+        """Rename a root prepared for `lowers` to `dest` (the new container's
+        directory) and keep its mount for `cid`; False if none is ready.
+        Asks for the next one either way."""
+        key = tuple(lowers)
+        got = None
+        with self._cond:
+            if os.getpid() != self._pid or self._closed:
+                return False
+            self._seen[key] = self._seen.get(key, 0) + 1
+            for i, r in enumerate(self._ready):
+                if r.lowers == key:
+                    got = self._ready.pop(i)
+                    break
+            # A process that makes one container gains nothing from this.
+            if self._seen[key] >= 2 and key not in self._failed and limit():
+                self._want = key
+                self._start_locked()
+                self._cond.notify_all()
+        if got is None:
+            return False
+        try:
+            os.rename(got.path, dest)
+        except OSError:
+            os.close(got.fd)
+            return False
+        got.path = dest
+        with self._cond:
+            self._claimed[cid] = got
+        return True
+
+    def claim(self, cid: str, lowers: list[str]) -> int:
+        """The prepared mount of `cid`'s root, if it still fits (same layers,
+        and nobody else mounted them since); -1 otherwise.  The caller owns
+        the fd from here."""
+        with self._cond:
+            r = self._claimed.pop(cid, None)
+        if r is None:
+            return -1
+        try:
+            fits = r.lowers == tuple(lowers) and _marks(r.path) == r.marks
+        except OSError:
+            fits = False
+        if not fits:
+            os.close(r.fd)
+            self.refused += 1
+            return -1
+        self.used += 1
+        return r.fd
+
+    def drop(self, cid: str) -> None:
+        """Forget (unmount) `cid`'s prepared mount: its layers are about to
+        be mounted or changed otherwise."""
+        with self._cond:
+            r = self._claimed.pop(cid, None)
+        if r is not None:
+            os.close(r.fd)
+
+    # ------------------------------------------------------------ the thread
+    def _start_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="contain-prepare", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (
+                        self._want is None
+                        or sum(r.lowers == self._want for r in self._ready) >= limit()):
+                    self._cond.wait()
+                if self._closed or os.getpid() != self._pid:
+                    return
+                key = self._want
+            ready = self._make(key)
+            with self._cond:
+                if ready is None:
+                    self._failed.add(key)
+                    if self._want == key:
+                        self._want = None
+                elif self._closed:
+                    self._release(ready)
+                else:
+                    # Only the layers asked for last are kept: others give way.
+                    self._ready.append(ready)
+                    stale = [r for r in self._ready if r.lowers != self._want]
+                    for r in stale:
+                        self._ready.remove(r)
+                        self._release(r)
+
+    def _make(self, key: tuple) -> Optional[_Ready]:
+        from ._root import remove_tree
+        from .linux.runtime import mount_overlay
+
+        path = os.path.join(self._containers, f"{PREFIX}{self._pid}-{secrets.token_hex(6)}")
+        try:
+            if not self._root.take_spare(path):
+                os.mkdir(path, 0o700)
+                for sub in ("upper", "work"):
+                    os.mkdir(os.path.join(path, sub), 0o755)
+            remove_tree(os.path.join(path, "work", "work", "incompat"))
+            fd = mount_overlay(list(key), os.path.join(path, "upper"), os.path.join(path, "work"))
+        except Exception:  # whatever failed, starts mount on the spot
+            if os.path.exists(path):
+                self._root.discard(path)
+            return None
+        try:
+            return _Ready(path, key, fd, _marks(path))
+        except OSError:
+            os.close(fd)
+            return None
+
+    def _release(self, r: _Ready) -> None:
+        """Unmount a prepared root nobody took and give its directory back
+        as a spare (a spare's files are all there, its layer is empty)."""
+        with contextlib.suppress(OSError):
+            os.close(r.fd)
+        with contextlib.suppress(Exception):
+            trash = os.path.join(self._containers, ".removing-" + os.path.basename(r.path).split("-")[-1])
+            os.rename(r.path, trash)
+            if not self._root.recycle(trash):
+                self._root.discard(trash)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            ready, self._ready = self._ready, []
+            claimed, self._claimed = self._claimed, {}
+            self._cond.notify_all()
+        for r in ready:
+            self._release(r)
+        for r in claimed.values():
+            with contextlib.suppress(OSError):
+                os.close(r.fd)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the parent's roots and fds are not ours."""
+        for r in [*self._ready, *self._claimed.values()]:
+            with contextlib.suppress(OSError):
+                os.close(r.fd)
+        self._ready, self._claimed = [], {}
+        self._cond = threading.Condition(threading.Lock())
+        self._thread = None
+        self._pid = os.getpid()
+        self._seen = {}
+
+
+_live: "weakref.WeakSet[Preparer]" = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for p in list(_live):
+        p.close()
+
+
+def _after_fork() -> None:
+    for p in list(_live):
+        p._forget_after_fork()
+
+
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_after_fork)
