@@ -901,3 +901,28 @@ def test_container_start_takes_a_pooled_namespace(wired, run, croot):
     c.remove(force=True)
     assert wait_until(lambda: veth not in _links())
     assert not ipam.attachments(croot, c.id)
+
+
+def test_none_starts_take_namespaces_made_ahead_each_once(run):
+    """Network "none" from the second start on joins a namespace the pool made
+    (lo up, nothing else), never one another container has or had."""
+    from contain.net import pool
+
+    seen = set()
+    host_ns = os.stat("/proc/self/ns/net").st_ino
+    hits = pool.bare_stats()["hits"]
+    boxes = [run(["sh", "-c", "readlink /proc/self/ns/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags;"
+                  " ls /sys/class/net; sleep 30"], network="none") for _ in range(6)]
+    for c in boxes:
+        deadline = time.monotonic() + 10
+        while c.logs().count(b"\n") < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lines = c.logs().decode().split()
+        assert lines[0].startswith("net:["), lines
+        ns = int(lines[0][5:-1])
+        assert ns != host_ns and ns not in seen
+        seen.add(ns)
+        assert lines[2] == "0x9" and lines[3:] == ["lo"], lines  # IFF_UP|IFF_LOOPBACK, only lo
+    assert pool.bare_stats()["hits"] > hits  # the pool served some of them
+    for c in boxes:
+        c.kill()

@@ -53,7 +53,7 @@ class PortBinding:
 class Prepared:
     """What the container needs to start on its network."""
 
-    netns_fd: Optional[int]  # join this (None: a fresh empty netns for "none", the host's for "host")
+    netns_fd: Optional[int]  # join this (None: a fresh netns for "none", the host's for "host")
     settings: dict  # NetworkSettings, shaped like `docker inspect`
     files: dict[str, str]  # path in the container -> host file to bind-mount there
     container_id: str = ""
@@ -366,6 +366,8 @@ def prepare(root: RootArg, container_id: str, *, name: str, hostname: str,
                                     resolv=hosts.host_resolv_conf() or resolv)
         else:
             files = hosts.write_all(cdir, hostname=hostname, hosts=hosts.hosts_text([]), resolv=resolv)
+            if not r.rootless:  # a namespace made ahead (pool.py), else the child makes one
+                return Prepared(pool.take_bare(), _empty_settings(mode, exposed), files, container_id)
         return Prepared(None, _empty_settings(mode, exposed), files, container_id)
     if mode.startswith("container:"):
         raise InvalidArgument("network mode container:<id> is not supported yet")

@@ -457,6 +457,35 @@ def fresh_pair_here(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
         os.close(host)
 
 
+def bare_netns_here() -> int:
+    """A new network namespace with only `lo`, up, as an fd (what a
+    container with network "none" gets), made on the calling thread, which
+    must be one of contain's own (see fresh_pair_here)."""
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    ns_fd, nl = -1, None
+    try:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare network namespace")
+        try:
+            ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            nl = rtnl.Socket()
+        finally:
+            if _libc.setns(host, CLONE_NEWNET) != 0:
+                raise StrandedThread("return to the host network namespace", ctypes.get_errno())
+        try:
+            nl.set_link(nl.link_index("lo"), up=True)
+        except OSError as exc:
+            raise RuntimeFailure("loopback up", exc.errno or 0) from None
+        return ns_fd
+    except BaseException:
+        if ns_fd >= 0:
+            os.close(ns_fd)
+        raise
+    finally:
+        if nl is not None:
+            nl.close()
+        os.close(host)
+
+
 def fresh_pair(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
     """fresh_pair_here on a short-lived thread of its own (for any caller)."""
     return _on_own_thread("contain-netns", fresh_pair_here, host_ifname, mtu, alias)

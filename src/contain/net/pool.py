@@ -27,6 +27,7 @@ when a pool starts - deletes every pool link whose owner is gone.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import os
 import threading
@@ -170,6 +171,69 @@ def _fill(p: _Pool, generation: int) -> None:
         return
 
 
+# -------------------------------------------------- bare namespaces ("none")
+# The same for network "none": a namespace with lo up, made ahead, saves a
+# start the half millisecond the kernel takes to make one.  Same growth
+# (from the second take on, doubling up to the limit), same lifetime (fds
+# only), nothing to sweep: a namespace without links dies with its fds.
+_bare = _Pool()
+
+
+def take_bare() -> Optional[int]:
+    """A ready namespace fd for a "none" start (the caller owns it), or None:
+    the container then makes its own, as ever."""
+    p = _bare
+    size = limit()
+    with p.lock:
+        fd = p.ready.pop() if p.ready else None
+        if fd is None:
+            p.misses += 1
+        else:
+            p.hits += 1
+        if size and p.hits + p.misses >= 2:
+            if fd is None:
+                p.target = min(size, max(1, 2 * p.target))
+            if p.thread is None or not p.thread.is_alive():
+                p.thread = threading.Thread(target=_fill_bare, args=(p, p.generation),
+                                            name="contain-netns-none", daemon=True)
+                p.thread.start()
+            p.wake.notify()
+    return fd
+
+
+def _fill_bare(p: _Pool, generation: int) -> None:
+    failures = 0
+    while True:
+        with p.lock:
+            while p.generation == generation and len(p.ready) >= p.target:
+                p.wake.wait()
+            if p.generation != generation:
+                return
+        try:
+            fd = links.bare_netns_here()
+        except links.StrandedThread:
+            return
+        except (RuntimeFailure, OSError):
+            failures += 1
+            with p.lock:
+                if p.generation == generation:
+                    p.wake.wait(min(5.0, 0.05 * 2 ** failures))
+            continue
+        failures = 0
+        with p.lock:
+            if p.generation == generation:
+                p.ready.append(fd)
+                continue
+        os.close(fd)
+        return
+
+
+def bare_stats() -> dict[str, int]:
+    with _bare.lock:
+        return {"ready": len(_bare.ready), "target": _bare.target,
+                "hits": _bare.hits, "misses": _bare.misses}
+
+
 def ready_links() -> list[str]:
     """Host ends of the pairs ready now (for tests and diagnostics)."""
     with _pool.lock:
@@ -202,7 +266,17 @@ def fill(count: int, timeout: float = 10.0) -> bool:
 
 
 def shutdown(timeout: float = 2.0) -> None:
-    """Destroy every ready pair and stop the thread (a later take() starts anew)."""
+    """Destroy every ready pair and namespace and stop the threads (a later
+    take() starts anew)."""
+    b = _bare
+    with b.lock:
+        b.generation += 1
+        b.target = 0
+        fds, b.ready = b.ready, []
+        b.wake.notify_all()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     p = _pool
     with p.lock:
         p.generation += 1
@@ -259,13 +333,17 @@ def _after_fork_in_child() -> None:
     # The child shares the parent's descriptors: its copies would keep the
     # parent's ready namespaces alive after the parent closed them.  It starts
     # with an empty pool of its own (and its own name prefix: its pid).
-    global _pool
+    global _pool, _bare
     old, _pool = _pool, _Pool()
     for pair in list(old.ready):
         try:
             pair.close()
         except OSError:
             pass
+    old_bare, _bare = _bare, _Pool()
+    for fd in old_bare.ready:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
