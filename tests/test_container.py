@@ -145,6 +145,35 @@ def test_unknown_user_is_a_clear_error(croot, busybox):
     assert not [c for c in Container.list(all=True, root=croot) if c.status == "created"]
 
 
+def test_a_user_added_to_the_layer_before_start_is_found(croot, busybox):
+    import io
+    import tarfile
+
+    run_as = lambda: Container.create(busybox, ["sh", "-c", "id -u; id -G"], user="newbie", root=croot)
+    c = run_as()
+    try:
+        with pytest.raises(contain.InvalidArgument, match="unable to find user newbie"):
+            c.start()  # the image's passwd (read once per process and image) has no newbie
+    finally:
+        c.remove(force=True)
+    c = run_as()
+    try:
+        passwd = b"root:x:0:0:root:/root:/bin/sh\nnewbie:x:4242:4242::/home/newbie:/bin/sh\n"
+        group = b"root:x:0:\nclub:x:77:newbie\n"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            for name, data in (("etc/passwd", passwd), ("etc/group", group)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        c.put_archive("/", buf.getvalue())
+        c.start()
+        assert c.wait(timeout=30) == 0
+        assert c.logs().split() == [b"4242", b"4242", b"77"]
+    finally:
+        c.remove(force=True)
+
+
 def test_writes_do_not_touch_the_image(run, busybox, croot):
     c = run(["sh", "-c", "echo changed > /etc/motd; rm /bin/vi; echo x > /newfile"])
     assert c.wait(timeout=30) == 0

@@ -455,3 +455,27 @@ def test_roots_mounted_ahead_are_used_and_refused_when_changed(tmp_path, busybox
     finally:
         c.remove(force=True)
     wait_for_discards()
+
+
+def test_a_name_is_a_link_to_the_containers_id_file(tmp_path, busybox_rootfs, monkeypatch):
+    monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")
+    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    names = os.path.join(root, "names")
+    c = Container.create(image, ["true"], root=root, name="alpha")
+    assert os.stat(os.path.join(names, "alpha")).st_ino == os.stat(os.path.join(c._dir, "id")).st_ino
+    assert open(os.path.join(names, "alpha")).read() == c.id
+    with pytest.raises(Conflict, match="alpha"):
+        Container.create(image, ["true"], root=root, name="alpha")
+    assert [x.id for x in Container.list(all=True, root=root)] == [c.id]
+    c.rename("beta")
+    assert sorted(os.listdir(names)) == ["beta"] and Container.get("beta", root=root).id == c.id
+    c.remove()
+    assert os.listdir(names) == []
+    spare = [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+    assert len(spare) == 1
+    d = Container.create(image, ["true"], root=root, name="alpha")  # the spare, with a new id
+    try:
+        assert open(os.path.join(names, "alpha")).read() == d.id
+        assert Container.get("alpha", root=root).id == d.id
+    finally:
+        d.remove()

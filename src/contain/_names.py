@@ -6,6 +6,7 @@ import os
 import random
 import re
 import secrets
+from typing import Optional
 
 from .errors import Conflict, InvalidArgument
 
@@ -57,10 +58,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def claim(names_dir: str, name: str, cid: str) -> None:
-    """Register `name` for `cid`, atomically across processes (O_EXCL)."""
+def claim(names_dir: str, name: str, cid: str, *, link_to: Optional[str] = None) -> None:
+    """Register `name` for `cid`, atomically across processes.  With
+    `link_to` (a file holding the id, in the container's directory) the
+    name is a hard link to it: no file of its own to make and delete."""
     path = os.path.join(names_dir, name)
     try:
+        if link_to is not None:
+            os.link(link_to, path)
+            return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except FileExistsError:
         other = lookup(names_dir, name) or "?"
@@ -72,18 +78,31 @@ def claim(names_dir: str, name: str, cid: str) -> None:
         os.close(fd)
 
 
-def claim_generated(names_dir: str, cid: str) -> str:
+def claim_generated(names_dir: str, cid: str, *, link_to: Optional[str] = None) -> str:
     rng = random.SystemRandom()
     for attempt in range(100):
         name = f"{rng.choice(ADJECTIVES)}_{rng.choice(SURNAMES)}"
         if attempt >= 10:
             name += str(rng.randint(0, 99))
         try:
-            claim(names_dir, name, cid)
+            claim(names_dir, name, cid, link_to=link_to)
             return name
         except Conflict:
             continue
     raise Conflict("could not find a free container name")
+
+
+def write_id_file(path: str, cid: str) -> str:
+    """The container directory's `id` file, which its names link to
+    (rewritten in place in a reused directory)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        data = cid.encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+    return path
 
 
 def lookup(names_dir: str, name: str):

@@ -183,7 +183,7 @@ class Root:
     # deletes a dozen files slows every start after it.
     SPARES = 8
     _RECYCLABLE = frozenset(("upper", "work", "state.json", "state.json.next", "container.log",
-                             "exit", "exit.tmp", "hosts", "hostname", "resolv.conf"))
+                             "exit", "exit.tmp", "hosts", "hostname", "resolv.conf", "id"))
 
     @property
     def preparer(self):
@@ -218,8 +218,11 @@ class Root:
             if len(self._spares) >= self.SPARES:
                 return False
         try:
-            if not set(os.listdir(trash)) <= self._RECYCLABLE:
+            names = set(os.listdir(trash))
+            if not names <= self._RECYCLABLE:
                 return False
+            if "id" in names and os.stat(os.path.join(trash, "id")).st_nlink != 1:
+                return False  # a name still links to it
             upper = os.path.join(trash, "upper")
             st = os.lstat(upper)
             # overlay keeps its instance's uuid on the layer's root: nothing of

@@ -45,7 +45,7 @@ from .linux.sysctl import check_sysctls
 from .linux.cgroups import Resources
 from .linux.runtime import Monitor, join, spawn
 from .linux.spec import Linux, Mount, Namespace, Process, Root as SpecRoot, Spec, User
-from .linux.users import resolve_user
+from .linux.users import resolve_user, resolve_user_over
 from .net import endpoint, ipam
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -544,9 +544,6 @@ class Container:
         cdir = r.container_dir(cid)
         if name is not None:
             name = _names.check_name(name)
-            _names.claim(r.names, name, cid)
-        else:
-            name = _names.claim_generated(r.names, cid)
         try:
             prep = r.preparer
             lowers = [r.init_layer()] + r.image_layers(img.id)
@@ -554,6 +551,12 @@ class Container:
                 os.mkdir(cdir, 0o700)
                 for sub in ("upper", "work"):
                     os.mkdir(os.path.join(cdir, sub), 0o755)
+            # The name is a hard link to the directory's id file.
+            id_file = _names.write_id_file(os.path.join(cdir, "id"), cid)
+            if name is not None:
+                _names.claim(r.names, name, cid, link_to=id_file)
+            else:
+                name = _names.claim_generated(r.names, cid, link_to=id_file)
             state = {
                 "Id": cid,
                 "Created": _timefmt.now(),
@@ -628,7 +631,8 @@ class Container:
             if r.preparer is not None:
                 r.preparer.drop(cid)
             shutil.rmtree(cdir, ignore_errors=True)
-            _names.release(r.names, name, cid)
+            if name is not None:
+                _names.release(r.names, name, cid)
             raise
         return cls(cid, r)
 
@@ -651,7 +655,7 @@ class Container:
         cfg, host = state["Config"], state["HostConfig"]
         extra = state["_contain"]
         lowers = self._lowerdirs(state)
-        who = resolve_user(cfg["User"], [self._path("upper")] + lowers)
+        who = resolve_user_over(cfg["User"], self._path("upper"), lowers)
         env = cfg["Env"]
         if not any(e.startswith("HOME=") for e in env):
             env = env + [f"HOME={who.home}"]
@@ -1161,7 +1165,9 @@ class Container:
             old = state["Name"].lstrip("/")
             if name == old:
                 return
-            _names.claim(self._root.names, name, self.id)
+            id_file = self._path("id")
+            _names.claim(self._root.names, name, self.id,
+                         link_to=id_file if os.path.exists(id_file) else None)
             state["Name"] = "/" + name
             self._save(state)
             _names.release(self._root.names, old, self.id)

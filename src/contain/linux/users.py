@@ -87,3 +87,22 @@ def resolve_user(spec: Optional[str], layers: Sequence[str]) -> ResolvedUser:
                     extra.append(g)
     assert gid is not None
     return ResolvedUser(uid, gid, tuple(extra), home)
+
+
+_CACHE: dict = {}
+
+
+def resolve_user_over(spec: Optional[str], upper: str, lowers: Sequence[str]) -> ResolvedUser:
+    """resolve_user for a writable layer over read-only ones (an image's
+    layers never change): while the writable layer holds neither
+    /etc/passwd nor /etc/group, the answer from the read-only layers is
+    kept, so a start does not read and parse them again."""
+    if any(os.path.lexists(os.path.join(upper, rel)) for rel in ("etc/passwd", "etc/group")):
+        return resolve_user(spec, [upper, *lowers])
+    key = (spec, tuple(lowers))
+    found = _CACHE.get(key)
+    if found is None:
+        if len(_CACHE) >= 256:
+            _CACHE.clear()
+        found = _CACHE[key] = resolve_user(spec, list(lowers))
+    return found
