@@ -168,55 +168,74 @@ def _split_options(options: Sequence[str]) -> tuple[int, list[str], bool]:
     return attr, data, recursive
 
 
-def _mounts(keep: _Keep, spec: Spec, userns: bool):
-    entries: list[dict] = []
+# (kind, source, target, fstype, options, attr, recursive, is_file, mode, dev)
+_MountEntry = tuple
+_MOUNT_ARRAYS: dict = {}  # entries -> (array, its strings): most starts repeat them
+_MOUNT_ARRAYS_MAX = 64
+
+
+def _mount_entries(spec: Spec, userns: bool) -> tuple:
+    entries: list[_MountEntry] = []
     for m in spec.mounts:
         attr, data, recursive = _split_options(m.options)
         if m.type == "bind":
             if not os.path.exists(m.source):
                 raise InvalidArgument(f"bind mount source does not exist: {m.source}")
-            entries.append(dict(kind=lib.CT_MOUNT_BIND, source=m.source, target=m.destination,
-                                attr=attr, recursive=True if "bind" not in m.options else recursive,
-                                is_file=not os.path.isdir(m.source)))
+            entries.append((lib.CT_MOUNT_BIND, m.source, m.destination, None, None, attr,
+                            True if "bind" not in m.options else recursive,
+                            not os.path.isdir(m.source), 0, 0))
         else:
-            entries.append(dict(kind=lib.CT_MOUNT_NEW, source=m.source or m.type,
-                                target=m.destination, fstype=m.type, options=",".join(data),
-                                attr=attr))
+            entries.append((lib.CT_MOUNT_NEW, m.source or m.type, m.destination, m.type,
+                            ",".join(data), attr, False, False, 0, 0))
     dev_is_tmpfs = any(m.destination == "/dev" and m.type == "tmpfs" for m in spec.mounts)
     for d in spec.linux.devices:
         if userns:
             # A user namespace may not create device nodes: bind the host's.
-            entries.append(dict(kind=lib.CT_MOUNT_BIND, source=d.path, target=d.path, is_file=True))
+            entries.append((lib.CT_MOUNT_BIND, d.path, d.path, None, None, 0, False, True, 0, 0))
         else:
             kind_bits = 0o020000 if d.type == "c" else 0o060000
-            entries.append(dict(kind=lib.CT_MOUNT_MKNOD, target=d.path,
-                                mode=kind_bits | d.file_mode, dev=os.makedev(d.major, d.minor)))
+            entries.append((lib.CT_MOUNT_MKNOD, None, d.path, None, None, 0, False, False,
+                            kind_bits | d.file_mode, os.makedev(d.major, d.minor)))
     if dev_is_tmpfs:
         for source, target in DEV_SYMLINKS:
-            entries.append(dict(kind=lib.CT_MOUNT_SYMLINK, source=source, target=target))
+            entries.append((lib.CT_MOUNT_SYMLINK, source, target, None, None, 0, False, False, 0, 0))
     for path, value in spec.linux.sysctl:
-        entries.append(dict(kind=lib.CT_MOUNT_WRITE, target=path, options=value))
+        entries.append((lib.CT_MOUNT_WRITE, None, path, None, value, 0, False, False, 0, 0))
     for path in spec.linux.masked_paths:
-        entries.append(dict(kind=lib.CT_MOUNT_MASK, target=path))
+        entries.append((lib.CT_MOUNT_MASK, None, path, None, None, 0, False, False, 0, 0))
     for path in spec.linux.readonly_paths:
-        entries.append(dict(kind=lib.CT_MOUNT_READONLY, target=path))
+        entries.append((lib.CT_MOUNT_READONLY, None, path, None, None, 0, False, False, 0, 0))
+    return tuple(entries)
 
-    arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
-    keep.items.append(arr)
-    for i, e in enumerate(entries):
-        cm = arr[i]
-        cm.kind = e["kind"]
-        cm.source = keep.str(e.get("source"))
-        cm.target = keep.str(e["target"])
-        cm.fstype = keep.str(e.get("fstype"))
-        cm.options = keep.str(e.get("options"))
-        cm.attr = e.get("attr", 0)
-        cm.recursive = bool(e.get("recursive", False))
-        cm.is_file = bool(e.get("is_file", False))
-        cm.mode = e.get("mode", 0)
-        cm.dev = e.get("dev", 0)
-        cm.fd = -1
-    return arr, len(entries)
+
+def _mounts(keep: _Keep, spec: Spec, userns: bool):
+    """The spec's mounts as the native array.  The array is kept for the
+    next start with the same mounts (the native side only reads it)."""
+    entries = _mount_entries(spec, userns)
+    cached = _MOUNT_ARRAYS.get(entries)
+    if cached is None:
+        own = _Keep()
+        arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
+        own.items.append(arr)
+        for i, (kind, source, target, fstype, options, attr, recursive, is_file, mode, dev) \
+                in enumerate(entries):
+            cm = arr[i]
+            cm.kind = kind
+            cm.source = own.str(source)
+            cm.target = own.str(target)
+            cm.fstype = own.str(fstype)
+            cm.options = own.str(options)
+            cm.attr = attr
+            cm.recursive = bool(recursive)
+            cm.is_file = bool(is_file)
+            cm.mode = mode
+            cm.dev = dev
+            cm.fd = -1
+        if len(_MOUNT_ARRAYS) >= _MOUNT_ARRAYS_MAX:
+            _MOUNT_ARRAYS.clear()
+        cached = _MOUNT_ARRAYS[entries] = (arr, own)
+    keep.items.append(cached)
+    return cached[0], len(entries)
 
 
 def _idmap(mappings) -> Optional[str]:
