@@ -2,9 +2,17 @@
 
 A container lives in <root>/containers/<id>/: its record (state.json,
 shaped like `docker inspect`), the writable layer (upper/, work/), the log
-(container.log, written by its monitor) and the monitor's exit file.  The
-record is the truth shared by every process using the root; the monitor, a
-small C program that is the container's parent, records how it ended.
+(container.log, written by its monitor), the monitor's exit file, the
+hosts files, and `id`, which its name in <root>/names/ is a hard link to.
+The record is the truth shared by every process using the root; the
+monitor, a small C program that is the container's parent, records how it
+ended.
+
+Files are made once per directory and reused: the record and the exit file
+keep their temporary file between writes, and a removed container's
+directory whose layer stayed empty becomes the next container's (Root.
+recycle).  From the second container on, the next root is mounted ahead
+(_prepared.py) and network "none" gets a namespace made ahead (net/pool.py).
 """
 
 from __future__ import annotations
