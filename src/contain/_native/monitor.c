@@ -533,16 +533,22 @@ int main(int argc, char **argv)
     int code = info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
     snprintf(path, sizeof path, "%s/exit", dir);
     snprintf(tmp, sizeof tmp, "%s/exit.tmp", dir);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* exit.tmp is usually the last run's record (contain renames it there
+     * at a start): overwritten in place, so that no block is freed and
+     * allocated again (costly on a disk mounted with discard). */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0) {
         char line[128];
         long long oom = oom_file ? read_oom_kills(oom_file) : 0;
         int len = snprintf(line, sizeof line, "%d %llu %lld\n", code, (unsigned long long)now_ns(), oom);
         /* No fsync: the rename keeps readers from a torn file, and after a
          * power loss the container is gone anyway. */
-        write_all(fd, line, (size_t)len);
-        close(fd);
-        rename(tmp, path);
+        if (pwrite(fd, line, (size_t)len, 0) == len && ftruncate(fd, len) == 0) {
+            close(fd);
+            rename(tmp, path);
+        } else {
+            close(fd);
+        }
     }
     if (exited_fd >= 0)
         close(exited_fd);
