@@ -349,17 +349,24 @@ def test_init_forwards_signals_and_reaps(run):
     assert z.wait(timeout=30) == 0
 
 
-def _fresh_root(tmp_path, busybox_rootfs):
-    from contain import Image
+@pytest.fixture
+def fresh(tmp_path, busybox_rootfs):
+    """A state root of the test's own with the busybox image; what the test
+    left (containers, networks) goes with it."""
+    from contain import Image, Network
 
     root = str(tmp_path / "root")
-    return root, Image.from_directory(busybox_rootfs, tag="recycle/busybox", root=root)
+    yield root, Image.from_directory(busybox_rootfs, tag="recycle/busybox", root=root)
+    for c in Container.list(all=True, root=root):
+        c.remove(force=True)
+    for net in Network.list(root=root):
+        net.remove(force=True)
+    wait_for_discards()
 
 
-def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(tmp_path, busybox_rootfs,
-                                                                         monkeypatch):
+def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(fresh, monkeypatch):
     monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")  # no thread taking the spare first
-    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    root, image = fresh
     first = Container.run(image, ["sh", "-c", "echo first-output"], root=root)
     assert first.wait(timeout=30) == 0
     kept_upper = os.stat(os.path.join(first._dir, "upper")).st_ino
@@ -384,9 +391,9 @@ def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(tmp_pa
         second.remove(force=True)
 
 
-def test_a_directory_with_a_changed_layer_is_not_reused(tmp_path, busybox_rootfs, monkeypatch):
+def test_a_directory_with_a_changed_layer_is_not_reused(fresh, monkeypatch):
     monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")
-    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    root, image = fresh
     for cmd in (["sh", "-c", "echo secret > /left-behind"], ["chmod", "700", "/"],
                 ["rm", "/bin/true"]):
         c = Container.run(image, cmd, root=root)
@@ -403,11 +410,11 @@ def test_a_directory_with_a_changed_layer_is_not_reused(tmp_path, busybox_rootfs
     wait_for_discards()
 
 
-def test_spares_are_bounded_and_found_by_another_process(tmp_path, busybox_rootfs, monkeypatch):
+def test_spares_are_bounded_and_found_by_another_process(fresh, monkeypatch):
     from contain._root import Root
 
     monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")
-    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    root, image = fresh
     made = [Container.create(image, ["true"], root=root) for _ in range(Root.SPARES + 3)]
     for c in made:
         c.remove()
@@ -422,8 +429,8 @@ def test_spares_are_bounded_and_found_by_another_process(tmp_path, busybox_rootf
         == Root.SPARES
 
 
-def test_roots_mounted_ahead_are_used_and_refused_when_changed(tmp_path, busybox_rootfs):
-    root, image = _fresh_root(tmp_path, busybox_rootfs)
+def test_roots_mounted_ahead_are_used_and_refused_when_changed(fresh):
+    root, image = fresh
     from contain._root import get_root
 
     prep = get_root(root).preparer
@@ -457,9 +464,9 @@ def test_roots_mounted_ahead_are_used_and_refused_when_changed(tmp_path, busybox
     wait_for_discards()
 
 
-def test_a_name_is_a_link_to_the_containers_id_file(tmp_path, busybox_rootfs, monkeypatch):
+def test_a_name_is_a_link_to_the_containers_id_file(fresh, monkeypatch):
     monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "0")
-    root, image = _fresh_root(tmp_path, busybox_rootfs)
+    root, image = fresh
     names = os.path.join(root, "names")
     c = Container.create(image, ["true"], root=root, name="alpha")
     assert os.stat(os.path.join(names, "alpha")).st_ino == os.stat(os.path.join(c._dir, "id")).st_ino

@@ -359,9 +359,14 @@ class Container:
 
     def _load(self) -> dict:
         try:
-            return _load_json(self._path("state.json"))
+            state = _load_json(self._path("state.json"))
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {self.id}") from None
+        if state.get("Id") != self.id:
+            # A reused directory (Root.recycle) a moment before create wrote
+            # the new record: the old one is not this container's.
+            raise ContainerNotFound(f"No such container: {self.id}")
+        return state
 
     def _save(self, state: dict) -> None:
         # Every writer holds the container's lock (_locked).
