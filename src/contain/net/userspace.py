@@ -231,6 +231,16 @@ def _alive(pidfd: int) -> bool:
     return not select.select([pidfd], [], [], 0)[0]
 
 
+# A container that is exiting has lost its namespaces a moment before its
+# pidfd says so; the helper can fail in that moment.  Its failure counts as
+# the container's end if the pidfd follows within this many seconds.
+_EXIT_GRACE = 0.2
+
+
+def _ending(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], _EXIT_GRACE)[0])
+
+
 def _last_line(fd: int) -> str:
     try:
         text = os.pread(fd, 1 << 16, 0).decode(errors="replace")
@@ -320,12 +330,21 @@ def launch_helper(root_path: str, container_id: str, pid: int, options: Options,
             finally:
                 os.close(ready_r)
             if byte != b"1":
-                if not _alive(pidfd):
+                if _ending(pidfd):
                     return None  # the container ended before its network was up: no matter
                 raise RuntimeFailure("slirp4netns", 0, _last_line(log_fd) or
                                      ("not ready in time" if not got else "exited before the network was up"))
             for b in bindings:
-                _add_hostfwd(api, b)
+                try:
+                    _add_hostfwd(api, b)
+                except (OSError, ValueError) as exc:
+                    # The helper went away under us: with the container (no
+                    # matter), or on its own (an error naming the port).
+                    if _ending(pidfd):
+                        return None
+                    where = f"{b.host_ip or '0.0.0.0'}:{b.host_port}/{b.proto}"
+                    raise RuntimeFailure("slirp4netns", getattr(exc, "errno", 0) or 0,
+                                         f"publish {where}: {_last_line(log_fd) or exc}") from None
             return helper.pid
         except BaseException:
             fail()
