@@ -12,7 +12,9 @@ want_test=0
 # slirp4netns: the default network of containers run by an ordinary user.
 pkgs=(gcc libc6-dev libffi-dev busybox-static iproute2 nftables tini python3-venv python3-dev slirp4netns)
 if [ "$want_test" = 1 ]; then
-    pkgs+=(docker-registry skopeo debootstrap crun runc podman uidmap umoci curl apache2-utils passt)
+    # fuse-overlayfs: the root filesystem of an ordinary user's containers where the kernel
+    # refuses overlayfs in a user namespace (tests force it).
+    pkgs+=(docker-registry skopeo debootstrap crun runc podman uidmap umoci curl apache2-utils passt fuse-overlayfs)
 fi
 
 missing=()

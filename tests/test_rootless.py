@@ -519,9 +519,11 @@ def test_unpack_in_the_user_namespace_keeps_owners(user, tmp_path):
     out = user.result("""
 import json, os
 from contain.linux import rootless
+from contain.storage import userns
 maps = rootless.id_maps()
 dest = os.path.join(os.environ["HOME"], "unpacked")
-rootless.unpack_in_userns(maps, os.path.join(os.environ["HOME"], "layer.tar"), dest)
+with open(os.path.join(os.environ["HOME"], "layer.tar"), "rb") as f:
+    userns.unpack(maps, f, dest)
 print(json.dumps({n: [os.lstat(os.path.join(dest, n)).st_uid, os.lstat(os.path.join(dest, n)).st_gid]
                   for n in os.listdir(dest)}))
 """)
@@ -535,7 +537,7 @@ def test_single_id_mapping_runs_a_root_owned_image(user):
 # As for a user with no subordinate ranges: only its own id is mapped.
 from contain._root import get_root
 from contain.linux import rootless
-get_root()._id_maps = rootless.id_maps(subuid="/nonexistent", subgid="/nonexistent")
+get_root().store._id_maps = rootless.id_maps(subuid="/nonexistent", subgid="/nonexistent")
 from contain import Container
 img = busybox_image()
 c = Container.run(img, ["id", "-u"], network="none")

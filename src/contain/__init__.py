@@ -17,6 +17,7 @@ from .errors import (
     RuntimeFailure,
 )
 from ._imageops import ProgressEvent, ProgressRenderer, login, logout
+from ._info import info
 from .image import Image
 from .network import Network
 from .volume import Volume
@@ -32,6 +33,7 @@ __all__ = [
     "Network",
     "ProgressEvent",
     "ProgressRenderer",
+    "info",
     "login",
     "logout",
     "AuthenticationError",

@@ -17,7 +17,7 @@ import datetime as _dt
 import hashlib
 import os
 import signal as _signal
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
@@ -178,11 +178,12 @@ def commit_directory(
     author: Optional[str] = None,
     tags: Sequence[str] = (),
     empty_layer: Optional[bool] = None,
+    owners: Optional[Mapping[str, Tuple[int, int]]] = None,
 ) -> ImageRecord:
     """A new image: ``base`` plus ``upper_dir`` packed as one layer (none when it is
-    None or empty, or ``empty_layer`` is True), with ``config`` as its container config."""
-    from .storage.unpack import pack_directory
-
+    None or empty, or ``empty_layer`` is True), with ``config`` as its container config.
+    ``owners`` declares the owners of entries of ``upper_dir`` by relative path (see
+    Store.pack_layer)."""
     now = _now()
     if base is not None:
         image_config = base.config
@@ -199,13 +200,9 @@ def commit_directory(
     with store.ingest():
         if not empty_layer:
             assert upper_dir is not None
-            with store.new_blob() as writer:
-                stats = pack_directory(upper_dir, writer, compression="gzip")
-                digest, size = writer.commit()
-            if stats.digest != digest:
-                raise ContainError(f"packed layer is {digest}, packer reported {stats.digest}")
-            layers.append(Descriptor(mt.OCI_LAYER_GZIP, digest, size))
-            diff_ids.append(stats.diff_id)
+            packed = store.pack_layer(upper_dir, compression="gzip", owners=owners)
+            layers.append(Descriptor(packed.media_type, packed.digest, packed.size))
+            diff_ids.append(packed.diff_id)
         history = list(image_config.history)
         history.append(HistoryEntry(created=now, created_by=created_by or None,
                                     author=author or None, comment=comment or None,

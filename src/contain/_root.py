@@ -12,11 +12,12 @@ import atexit
 import contextlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
 import time
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from .storage.store import Store, default_root
 
@@ -59,15 +60,27 @@ _discarder: Optional[threading.Thread] = None
 def remove_tree(path: str, _depth: int = 0) -> None:
     """Delete a tree, whatever it holds: overlay leaves its work/work
     directory mode 000, which a caller without CAP_DAC_OVERRIDE (an ordinary
-    user) cannot enter until it is made its own again.  Best effort."""
+    user) cannot enter until it is made its own again.  Best effort: what
+    the caller may not change (an ordinary user and a subordinate id's
+    files) is left, at once."""
     def retry(func, failed, exc) -> None:
         if isinstance(exc, tuple):  # onerror's exc_info (before Python 3.12)
             exc = exc[1]
         if isinstance(exc, FileNotFoundError) or _depth > 32:
             return
+        # Try again only where a mode was in the way and we could change it:
+        # otherwise the same failure would come back at every level.
+        changed = False
         for d in (os.path.dirname(failed), failed):
-            with contextlib.suppress(OSError):
-                os.chmod(d, 0o700)
+            try:
+                st = os.lstat(d)
+                if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+                    os.chmod(d, 0o700)
+                    changed = True
+            except OSError:
+                pass
+        if not changed:
+            return
         if os.path.isdir(failed) and not os.path.islink(failed):
             remove_tree(failed, _depth + 1)
         else:
@@ -80,10 +93,11 @@ def remove_tree(path: str, _depth: int = 0) -> None:
         shutil.rmtree(path, onerror=retry)
 
 
-def discard_later(path: str) -> None:
+def discard_later(path: str, remover: Optional[Callable[[str], None]] = None) -> None:
+    """Delete `path` in the background (with `remover`, default remove_tree)."""
     global _discarder, _last_put
     with _dcond:
-        _pending.append(path)
+        _pending.append((path, remover))
         _last_put = time.monotonic()
         if _discarder is None or not _discarder.is_alive():
             _discarder = threading.Thread(target=_discard_loop, name="contain-discard", daemon=True)
@@ -107,8 +121,11 @@ def _discard_loop() -> None:
             batch = list(_pending)
             _pending.clear()
             _deleting += len(batch)
-        for path in batch:
-            remove_tree(path)
+        for path, remover in batch:
+            try:
+                (remover or remove_tree)(path)
+            except Exception:  # best effort: what is left keeps its marker name
+                pass
         with _dcond:
             _deleting -= len(batch)
             _dcond.notify_all()
@@ -147,7 +164,6 @@ class Root:
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.store = Store(path)
         self._cgroups = None
-        self._id_maps = None
         self._layers: dict[str, list[str]] = {}
         self._init_layer: Optional[str] = None
         self._mount_point: Optional[str] = None
@@ -173,7 +189,18 @@ class Root:
 
     def discard(self, path: str) -> None:
         """Delete a renamed-away tree in the background, at idle I/O priority."""
-        discard_later(path)
+        discard_later(path, self._remove_owned if self.rootless else None)
+
+    def _remove_owned(self, path: str) -> None:
+        """An ordinary user's delete: what subordinate ids own (files a
+        container made as another user) is deleted from inside the user
+        namespace, as their owner there."""
+        remove_tree(path)
+        maps = self.store.id_maps
+        if os.path.lexists(path) and maps is not None:
+            from .storage import userns
+
+            userns.remove(maps, [path])
 
     # A removed container's directory whose writable layer stayed empty is
     # kept (at most SPARES per process) and becomes the next container's:
@@ -285,12 +312,9 @@ class Root:
 
     @property
     def id_maps(self):
-        """The user namespace mappings of an ordinary user (None as root)."""
-        if self._id_maps is None and self.rootless:
-            from .linux.rootless import id_maps
-
-            self._id_maps = id_maps()
-        return self._id_maps
+        """The user namespace mappings of an ordinary user (None as root):
+        the store's, which its layers are owned through."""
+        return self.store.id_maps if self.rootless else None
 
     @property
     def cgroups(self):

@@ -71,6 +71,7 @@ struct ct_spec {
     struct ct_process proc;
     const char *const *uidmap_helper;
     const char *const *gidmap_helper;
+    const char *const *root_helper;
 };
 
 struct ct_child {

@@ -82,6 +82,12 @@ struct ct_spec {
      * pid) instead of writing uid_map/gid_map; NULL: write the maps. */
     const char *const *uidmap_helper;
     const char *const *gidmap_helper;
+    /* With CLONE_NEWUSER: a helper run (argv as above) once the maps are
+     * written and before the child goes on, that mounts the root at
+     * `rootfs` in the child's mount namespace (fuse-overlayfs, where the
+     * kernel's overlay is refused in a user namespace); then `overlay` is
+     * NULL and the child binds that mount as its root.  NULL: none. */
+    const char *const *root_helper;
 };
 
 struct ct_child {

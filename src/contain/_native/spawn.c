@@ -372,9 +372,10 @@ static void append(char *buf, size_t cap, size_t *n, const char *text)
     buf[*n] = 0;
 }
 
-/* Run newuidmap/newgidmap for the child `pid` and check that it succeeded.
- * The step named in an error is the helper's file name. */
-static int run_map_helper(struct spawn_ctx *c, const char *const *argv, int pid)
+/* Run a helper for the child `pid` (newuidmap, newgidmap, the root helper)
+ * and check that it succeeded.  The step named in an error is `step`, or
+ * else the helper's file name. */
+static int run_helper(struct spawn_ctx *c, const char *step, const char *const *argv, int pid)
 {
     char pidbuf[16], detail[sizeof c->err->detail], out[160];
     const char *name = argv[0];
@@ -383,6 +384,8 @@ static int run_map_helper(struct spawn_ctx *c, const char *const *argv, int pid)
     for (const char *q = argv[0]; *q; q++)
         if (*q == '/')
             name = q + 1;
+    if (step)
+        name = step;
     format_uint(pidbuf, (unsigned)pid);
     for (; argv[n] && n < 23; n++) {
         const char *a = argv[n];
@@ -445,25 +448,30 @@ static int run_map_helper(struct spawn_ctx *c, const char *const *argv, int pid)
     return ct_fail(c->err, name, detail, 0);
 }
 
-/* Write the child's id maps (or have newuidmap/newgidmap write them), then
- * let it go on.  Runs in whichever process is the child's parent (the
- * caller, or the monitor-to-be). */
+/* Write the child's id maps (or have newuidmap/newgidmap write them), run
+ * the root helper if there is one, then let the child go on.  Runs in
+ * whichever process is the child's parent (the caller, or the
+ * monitor-to-be). */
 static int map_and_release(struct spawn_ctx *c, int pid)
 {
     struct ct_spec *s = c->spec;
     close(c->go_r);
     int ok;
     if (s->gidmap_helper)
-        ok = run_map_helper(c, s->gidmap_helper, pid) == 0;
+        ok = run_helper(c, NULL, s->gidmap_helper, pid) == 0;
     else
         /* Only an unprivileged writer must deny setgroups (and then the
          * container cannot call it); root keeps it for the container. */
         ok = !s->gid_map || ((geteuid() == 0 || write_file(pid, "setgroups", "deny", c->err) == 0) &&
                              write_file(pid, "gid_map", s->gid_map, c->err) == 0);
     if (ok && s->uidmap_helper)
-        ok = run_map_helper(c, s->uidmap_helper, pid) == 0;
+        ok = run_helper(c, NULL, s->uidmap_helper, pid) == 0;
     else if (ok)
         ok = !s->uid_map || write_file(pid, "uid_map", s->uid_map, c->err) == 0;
+    /* The child waits for the go byte before it mounts anything: the
+     * helper's mount on rootfs is in place when it looks. */
+    if (ok && s->root_helper)
+        ok = run_helper(c, "mount root", s->root_helper, pid) == 0;
     if (ok && write(c->go_w, "g", 1) != 1)
         ok = ct_fail(c->err, "release child", NULL, errno) == 0;
     close(c->go_w);

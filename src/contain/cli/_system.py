@@ -34,43 +34,10 @@ def cmd_version(ctx: Context, args) -> int:
     return 0
 
 
-def _cgroup_info() -> tuple[str, str]:
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return "systemd" if os.path.isdir("/run/systemd/system") else "cgroupfs", "2"
-    return "cgroupfs", "1"
-
-
 def cmd_info(ctx: Context, args) -> int:
     from ._root_path import root_path
 
-    containers = contain.Container.list(all=True, root=ctx.root)
-    states = {"running": 0, "paused": 0, "exited": 0, "created": 0}
-    for c in containers:
-        with contextlib.suppress(contain.ContainError):
-            st = c.status
-            states[st] = states.get(st, 0) + 1
-    images = contain.Image.list(root=ctx.root)
-    driver, version = _cgroup_info()
-    uname = os.uname()
-    mem = 0
-    with contextlib.suppress(OSError):
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    mem = int(line.split()[1]) * 1024
-    osname = ""
-    with contextlib.suppress(OSError):
-        with open("/etc/os-release") as f:
-            osname = kv_dict(line.strip() for line in f).get("PRETTY_NAME", "").strip('"')
-    data = {
-        "ID": "", "Containers": len(containers), "ContainersRunning": states["running"],
-        "ContainersPaused": states["paused"], "ContainersStopped": states["exited"] + states["created"],
-        "Images": len(images), "Driver": "overlay", "CgroupDriver": driver, "CgroupVersion": version,
-        "KernelVersion": uname.release, "OperatingSystem": osname, "OSType": "linux",
-        "Architecture": uname.machine, "NCPU": os.cpu_count(), "MemTotal": mem,
-        "DockerRootDir": root_path(ctx.root), "Name": uname.nodename,
-        "ServerVersion": contain.__version__,
-    }
+    data = contain.info(root=root_path(ctx.root))
     if args.format:
         ctx.out.write(render(parse_template(args.format), data) + "\n")
         return 0
@@ -85,17 +52,22 @@ def cmd_info(ctx: Context, args) -> int:
     p(f"  Paused: {data['ContainersPaused']}")
     p(f"  Stopped: {data['ContainersStopped']}")
     p(f" Images: {data['Images']}")
-    p(" Storage Driver: overlay")
+    p(f" Storage Driver: {data['Driver']}")
+    for key, value in data["DriverStatus"]:
+        p(f"  {key}: {value}")
     p(" Logging Driver: contain")
-    p(f" Cgroup Driver: {driver}")
-    p(f" Cgroup Version: {version}")
-    p(f" Kernel Version: {uname.release}")
-    p(f" Operating System: {osname}")
+    p(f" Cgroup Driver: {data['CgroupDriver']}")
+    p(f" Cgroup Version: {data['CgroupVersion']}")
+    p(" Security Options:")
+    for option in data["SecurityOptions"]:
+        p(f"  {option.split(',')[0].split('=', 1)[1]}")
+    p(f" Kernel Version: {data['KernelVersion']}")
+    p(f" Operating System: {data['OperatingSystem']}")
     p(" OSType: linux")
-    p(f" Architecture: {uname.machine}")
+    p(f" Architecture: {data['Architecture']}")
     p(f" CPUs: {data['NCPU']}")
-    p(f" Total Memory: {_format.bytes_size(mem)}")
-    p(f" Name: {uname.nodename}")
+    p(f" Total Memory: {_format.bytes_size(data['MemTotal'])}")
+    p(f" Name: {data['Name']}")
     p(f" Contain Root Dir: {data['DockerRootDir']}")
     return 0
 

@@ -9,7 +9,11 @@ Every step yields an image, as in Docker's classic builder:
 * ADD and COPY write the files into a fresh staging directory laid out like an
   overlay upper directory, at the destination resolved *through the image's
   layers* (symlinks in the image are interpreted relative to the image root,
-  never the host), and commit it as one layer.
+  never the host), and commit it as one layer.  The owners of staged files are
+  declared (`_Staging.own`) rather than set with chown, and recorded so in the
+  layer: an ordinary user cannot give a file to another id, and with the
+  layer store's id mapping the ids of an image's files on the host are not the
+  image's (Store.image_owner).
 * Every other instruction changes the config only (a history entry with
   ``empty_layer``); WORKDIR adds a layer only when it had to create the directory.
 
@@ -44,7 +48,8 @@ from .context import BuildContext, Entry, Match, has_wildcard
 
 __all__ = ["BuildError", "build", "LayeredFS", "BuildCache"]
 
-_OPAQUE = "trusted.overlay.opaque"
+# Opaque directory markers: root's layers, and an ordinary user's (storage/unpack.py).
+_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 
 
 class BuildError(ContainError):
@@ -71,10 +76,13 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 
 def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, _OPAQUE, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    for name in _OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class LayeredFS:
@@ -596,20 +604,20 @@ class _Engine:
                 # Docker makes the directory owned by the current USER.
                 uid, gid = self._owner(new_config.user, state, chown=False)
             self._make_dest_dir(staging, fs, path, uid, gid, 0o755)
-            record = commit_directory(self.store, state.image, staging, new_config,
-                                      created_by=created_by)
+            record = commit_directory(self.store, state.image, staging.path, new_config,
+                                      created_by=created_by, owners=staging.owners)
         self.cache.put(key, record)
         state.image = record
 
     # --------------------------------------------------------------- ADD/COPY
     @contextlib.contextmanager
-    def _staging(self) -> Iterator[str]:
+    def _staging(self) -> Iterator["_Staging"]:
         path = tempfile.mkdtemp(dir=self.build_tmp, prefix="step-")
         os.chmod(path, 0o755)
         try:
-            yield path
+            yield _Staging(path)
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # the builder's own files only
 
     def _owner(self, spec: str, state: _StageState, *, chown: bool = True) -> Tuple[int, int]:
         from ..linux.users import resolve_user
@@ -626,12 +634,12 @@ class _Engine:
             return who.uid, who.gid if not user.isdigit() else who.uid
         return who.uid, who.gid
 
-    def _make_dest_dir(self, staging: str, fs: Optional[LayeredFS], real_dir: str,
+    def _make_dest_dir(self, staging: "_Staging", fs: Optional[LayeredFS], real_dir: str,
                        uid: int, gid: int, mode: int) -> str:
         """Create ``real_dir`` (no symlinks in it) in the staging dir; parents that exist
         in the image keep the image's metadata (as overlay copy-up does)."""
         parts = [x for x in real_dir.split("/") if x]
-        cur = staging
+        cur = staging.path
         image_path = ""
         for i, part in enumerate(parts):
             cur = os.path.join(cur, part)
@@ -642,7 +650,7 @@ class _Engine:
             if e is not None and stat.S_ISDIR(e[1].st_mode):
                 st = e[1]
                 os.mkdir(cur)
-                os.lchown(cur, st.st_uid, st.st_gid)
+                staging.own(cur, *self.store.image_owner(st))
                 os.chmod(cur, stat.S_IMODE(st.st_mode))
                 os.utime(cur, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
             elif e is not None:
@@ -650,7 +658,7 @@ class _Engine:
             else:
                 os.mkdir(cur)
                 last = i == len(parts) - 1
-                os.lchown(cur, uid if last else 0, gid if last else 0)
+                staging.own(cur, uid if last else 0, gid if last else 0)
                 os.chmod(cur, mode if last else 0o755)
         return cur
 
@@ -758,7 +766,7 @@ class _Engine:
                 if into_dir:
                     dir_host = self._make_dest_dir(staging, fs, real_dest, uid, gid, 0o755)
                     if archive is not None:
-                        _extract(archive, dir_host, ins)
+                        _extract(archive, dir_host, ins, staging)
                         continue
                 else:
                     parent = posixpath.dirname(real_dest.rstrip("/")) or "/"
@@ -770,13 +778,19 @@ class _Engine:
                     else:
                         target = os.path.join(dir_host, posixpath.basename(real_dest.rstrip("/")))
                     if content is not None:
-                        _write_file(target, content.encode(), 0o644 if chmod is None else chmod, uid, gid)
+                        _write_file(target, content.encode(), 0o644 if chmod is None else chmod)
+                        staging.own(target, uid, gid)
+                        continue
+                    if from_fs is not None and not ins.chown:
+                        owner = self.store.image_owner(e.st)  # as in the source image
                     else:
-                        _copy_entry(e, target, uid if ins.chown else e.st.st_uid if from_fs else uid,
-                                    gid if ins.chown else e.st.st_gid if from_fs else gid, chmod)
+                        owner = (uid, gid)
+                    if _copy_entry(e, target, chmod):
+                        staging.own(target, *owner)
             created_by = f"/bin/sh -c #(nop) {_canonical(ins)}"
-            record = commit_directory(self.store, state.image, staging, config,
-                                      created_by=created_by, empty_layer=False)
+            record = commit_directory(self.store, state.image, staging.path, config,
+                                      created_by=created_by, empty_layer=False,
+                                      owners=staging.owners)
         self.cache.put(key, record)
         state.image = record
 
@@ -880,13 +894,28 @@ def _is_archive(path: str) -> bool:
     return len(head) == 512 and head[257:262] == b"ustar"
 
 
-def _extract(path: str, dest_dir: str, ins: p.Instruction) -> None:
-    """ADD's local archive extraction, refusing members that leave ``dest_dir``."""
+class _Staging:
+    """A step's new files, laid out like an overlay upper directory, with the owners
+    they get in the layer (by path relative to the directory)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.owners: Dict[str, Tuple[int, int]] = {}
+
+    def own(self, host_path: str, uid: int, gid: int) -> None:
+        self.owners[os.path.relpath(host_path, self.path)] = (uid, gid)
+
+
+def _extract(path: str, dest_dir: str, ins: p.Instruction, staging: _Staging) -> None:
+    """ADD's local archive extraction, refusing members that leave ``dest_dir``; the
+    members keep the archive's owners."""
 
     def keep_modes(member: tarfile.TarInfo, where: str) -> tarfile.TarInfo:
         checked = tarfile.tar_filter(member, where)
-        return checked.replace(mode=member.mode, uid=member.uid, gid=member.gid, deep=False) \
-            if checked is not None else checked  # type: ignore[return-value]
+        if checked is None:
+            return checked  # type: ignore[return-value]
+        staging.own(os.path.join(where, checked.name), member.uid, member.gid)
+        return checked.replace(mode=member.mode, uid=member.uid, gid=member.gid, deep=False)
 
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -895,19 +924,19 @@ def _extract(path: str, dest_dir: str, ins: p.Instruction) -> None:
         raise ins.error(f"cannot extract {os.path.basename(path)}: {exc}") from None
 
 
-def _write_file(target: str, data: bytes, mode: int, uid: int, gid: int) -> None:
+def _write_file(target: str, data: bytes, mode: int) -> None:
     if os.path.lexists(target) and not os.path.isdir(target):
         os.unlink(target)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
-        os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
 
 
-def _copy_entry(e: Entry, target: str, uid: int, gid: int, chmod: Optional[int]) -> None:
+def _copy_entry(e: Entry, target: str, chmod: Optional[int]) -> bool:
+    """Copy one entry (its owner is declared by the caller); False if it was skipped."""
     mode = e.st.st_mode
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
@@ -917,10 +946,9 @@ def _copy_entry(e: Entry, target: str, uid: int, gid: int, chmod: Optional[int])
             if os.path.lexists(target):
                 os.unlink(target)
             os.mkdir(target)
-        os.lchown(target, uid, gid)
         os.chmod(target, chmod if chmod is not None else stat.S_IMODE(mode))
         os.utime(target, ns=(e.st.st_atime_ns, e.st.st_mtime_ns))
-        return
+        return True
     if os.path.lexists(target):
         if os.path.isdir(target) and not os.path.islink(target):
             shutil.rmtree(target)
@@ -928,18 +956,17 @@ def _copy_entry(e: Entry, target: str, uid: int, gid: int, chmod: Optional[int])
             os.unlink(target)
     if stat.S_ISLNK(mode):
         os.symlink(os.readlink(e.path), target)
-        os.lchown(target, uid, gid)
         os.utime(target, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), follow_symlinks=False)
-        return
+        return True
     if not stat.S_ISREG(mode):
-        return  # sockets, fifos, devices in a context are not copied
+        return False  # sockets, fifos, devices in a context are not copied
     with open(e.path, "rb") as src:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-    os.lchown(target, uid, gid)
     os.chmod(target, chmod if chmod is not None else stat.S_IMODE(mode))
     os.utime(target, ns=(e.st.st_atime_ns, e.st.st_mtime_ns))
+    return True
 
 
 # ------------------------------------------------------------------------ public

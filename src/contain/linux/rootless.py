@@ -13,11 +13,14 @@ on a temporary tree.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Iterable, Optional, Sequence
 
 import attrs
@@ -113,6 +116,13 @@ class IdMaps:
     def host_gid(self, container_gid: int) -> Optional[int]:
         return _to_host(self.gid_mappings, container_gid)
 
+    def container_uid(self, host_uid: int) -> Optional[int]:
+        """The id a host uid has inside (None: not mapped, the kernel shows 65534)."""
+        return _to_container(self.uid_mappings, host_uid)
+
+    def container_gid(self, host_gid: int) -> Optional[int]:
+        return _to_container(self.gid_mappings, host_gid)
+
     def check_ids(self, uids: Iterable[int], gids: Iterable[int], what: str = "the image") -> None:
         """InvalidArgument naming the missing range when an id is not mapped."""
         bad_u = sorted({u for u in uids if self.host_uid(u) is None})
@@ -131,8 +141,8 @@ class IdMaps:
 
     def unshare_argv(self, unshare: str = "unshare") -> list[str]:
         """`unshare` (util-linux >= 2.38) options entering a user namespace
-        with the same mapping, for helpers that must run inside one (layer
-        unpacking: chown to the image's owners)."""
+        with the same mapping, for helpers that must run inside one (the
+        layer store's: see storage/userns.py)."""
         argv = [unshare, "--user", "--map-user=0", "--map-group=0"]
         for m in self.uid_mappings[1:]:
             argv.append(f"--map-users={m.host_id},{m.container_id},{m.size}")
@@ -150,6 +160,13 @@ def _to_host(mappings: Sequence[IDMapping], cid: int) -> Optional[int]:
     for m in mappings:
         if m.container_id <= cid < m.container_id + m.size:
             return m.host_id + cid - m.container_id
+    return None
+
+
+def _to_container(mappings: Sequence[IDMapping], hid: int) -> Optional[int]:
+    for m in mappings:
+        if m.host_id <= hid < m.host_id + m.size:
+            return m.container_id + hid - m.host_id
     return None
 
 
@@ -390,10 +407,158 @@ def network_mode(requested: Optional[str]) -> str:
         "network='none' or network='host', with published ports between containers")
 
 
+# ------------------------------------------------------- root filesystem
+DRIVER_ENV = "CONTAIN_ROOTFS_DRIVER"
+DRIVERS = ("overlay", "fuse-overlayfs")
+DEV_FUSE = "/dev/fuse"
+
+
+@attrs.frozen
+class RootfsDriver:
+    """How an ordinary user's containers get their root filesystem, and why."""
+
+    name: str  # "overlay" (the kernel's) or "fuse-overlayfs"
+    reason: str
+    mount_program: Optional[str] = None  # fuse-overlayfs's path
+
+
+def choose_rootfs_driver(kernel_overlay: tuple[bool, str], *, forced: Optional[str],
+                         fuse_program: Optional[str], dev_fuse: tuple[bool, str]) -> RootfsDriver:
+    """The decision, from what was found: `kernel_overlay` is (works, why not) of a
+    trial mount in a user namespace, `forced` the driver CONTAIN_ROOTFS_DRIVER
+    names (or None), `fuse_program` where fuse-overlayfs is (or None) and
+    `dev_fuse` (usable, why not) for /dev/fuse.  InvalidArgument, saying what
+    to install or change, when no driver can work."""
+    def fuse_missing() -> Optional[str]:
+        if fuse_program is None:
+            return "fuse-overlayfs is not installed (apt-get install fuse-overlayfs)"
+        if not dev_fuse[0]:
+            return dev_fuse[1]
+        return None
+
+    if forced is not None:
+        if forced not in DRIVERS:
+            raise InvalidArgument(f"{DRIVER_ENV}={forced!r}: the drivers are {', '.join(DRIVERS)}")
+        if forced == "overlay":
+            return RootfsDriver("overlay", f"chosen by {DRIVER_ENV}")
+        missing = fuse_missing()
+        if missing:
+            raise InvalidArgument(f"{DRIVER_ENV}=fuse-overlayfs, but {missing}")
+        return RootfsDriver("fuse-overlayfs", f"chosen by {DRIVER_ENV}", fuse_program)
+    works, why_not = kernel_overlay
+    if works:
+        return RootfsDriver("overlay", "the kernel's overlayfs mounts in a user namespace (Linux 5.11+)")
+    missing = fuse_missing()
+    if missing is None:
+        return RootfsDriver("fuse-overlayfs",
+                            f"the kernel refuses overlayfs in a user namespace ({why_not})",
+                            fuse_program)
+    raise InvalidArgument(
+        f"no root filesystem for an ordinary user's containers: the kernel refuses overlayfs "
+        f"in a user namespace ({why_not}; it needs Linux 5.11 or later), and {missing}")
+
+
+_PROBE = """
+import ctypes, os, sys
+lower1, lower2, upper, work, target = sys.argv[1:]
+libc = ctypes.CDLL(None, use_errno=True)
+opts = f"lowerdir={lower1}:{lower2},upperdir={upper},workdir={work},volatile,userxattr"
+if libc.mount(b"overlay", target.encode(), b"overlay", 0, opts.encode()) != 0:
+    print(os.strerror(ctypes.get_errno()))
+    sys.exit(1)
+"""
+_drivers: dict = {}
+
+
+def probe_kernel_overlay(directory: str, unshare: Optional[str] = None) -> tuple[bool, str]:
+    """Mount an overlay of two layers with a writable one, as a container's
+    root is mounted (volatile, userxattr), in a new user namespace, on the
+    filesystem of `directory`; (it worked, the kernel's answer)."""
+    unshare = unshare or shutil.which("unshare") or "/usr/bin/unshare"
+    if not os.path.exists(unshare):
+        return False, "unshare (util-linux) is not installed to try it"
+    work = tempfile.mkdtemp(prefix=".rootfs-probe-", dir=directory)
+    try:
+        dirs = [os.path.join(work, d) for d in ("lower1", "lower2", "upper", "work", "merged")]
+        for d in dirs:
+            os.mkdir(d)
+        proc = subprocess.run([unshare, "--user", "--map-root-user", "--mount",
+                               sys.executable, "-I", "-S", "-c", _PROBE, *dirs],
+                              capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return False, "a trial mount did not finish in 30 s"
+    finally:
+        for parent, subdirs, _ in os.walk(work):
+            for d in subdirs:  # overlay leaves work/work mode 000: ours to open again
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(parent, d), 0o700)
+        shutil.rmtree(work, ignore_errors=True)
+    if proc.returncode == 0:
+        return True, ""
+    said = (proc.stdout.strip() or proc.stderr.strip() or f"exit status {proc.returncode}")
+    return False, f"mount -t overlay: {said.splitlines()[-1]}"
+
+
+def dev_fuse_usable(path: str = DEV_FUSE) -> tuple[bool, str]:
+    if not os.path.exists(path):
+        return False, f"there is no {path} (modprobe fuse)"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return False, f"{path} is not readable and writable by this user (Debian has it 0666)"
+    return True, ""
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def kernel_overlay_works(directory: str) -> tuple[bool, str]:
+    """probe_kernel_overlay's answer for the filesystem of `directory`,
+    kept there (overlay-probe.json) until the next boot: a process that
+    starts one container (the CLI) should not pay 30 ms for the trial."""
+    dev = os.stat(directory).st_dev
+    boot = _boot_id()
+    path = os.path.join(directory, "overlay-probe.json")
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        if boot and record["boot"] == boot and record["dev"] == dev:
+            return bool(record["works"]), str(record["why"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    works, why = probe_kernel_overlay(directory)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"boot": boot, "dev": dev, "works": works, "why": why}, f)
+    os.replace(tmp, path)
+    return works, why
+
+
+def rootfs_driver(directory: str, *, environ: Optional[dict] = None) -> RootfsDriver:
+    """The driver for containers whose layers live on the filesystem of
+    `directory` (a store root): the kernel's overlayfs when it mounts in a
+    user namespace (kernel_overlay_works), else fuse-overlayfs;
+    CONTAIN_ROOTFS_DRIVER=overlay|fuse-overlayfs chooses."""
+    env = os.environ if environ is None else environ
+    forced = env.get(DRIVER_ENV) or None
+    key = (os.stat(directory).st_dev, forced)
+    driver = _drivers.get(key)
+    if driver is None:
+        kernel = (True, "") if forced else kernel_overlay_works(directory)
+        program = find_helper("fuse-overlayfs")
+        driver = _drivers[key] = choose_rootfs_driver(kernel, forced=forced, fuse_program=program,
+                                                       dev_fuse=dev_fuse_usable())
+    return driver
+
+
 def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str) -> Spec:
     """Turn a root-shaped spec into a rootless one (in place; returned too):
-    a user namespace with the user's mapping, and the mounts an unprivileged
-    user namespace can make.  The caller skips cgroups (see NoCgroup)."""
+    a user namespace with the user's mapping, the root filesystem driver
+    (rootfs_driver), and the mounts an unprivileged user namespace can make.
+    The caller skips cgroups (see NoCgroup)."""
     if network_mode.split(":", 1)[0] not in NETWORK_MODES:
         raise InvalidArgument(
             f"network {network_mode!r} is not available to an ordinary user: use "
@@ -404,6 +569,9 @@ def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str) -> Spec:
         spec.linux.namespaces.append(Namespace("user"))
     spec.linux.uid_mappings = list(maps.uid_mappings)
     spec.linux.gid_mappings = list(maps.gid_mappings)
+    if spec.root.lowerdirs:
+        driver = rootfs_driver(os.path.dirname(spec.root.path))
+        spec.root.mount_program = driver.mount_program
     mounts: list[Mount] = []
     for m in spec.mounts:
         if m.type in ("cgroup", "cgroup2") or (m.destination.startswith("/sys/fs/cgroup")):
@@ -424,29 +592,3 @@ def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str) -> Spec:
 def spawn_options(maps: IdMaps) -> dict:
     """Keyword arguments for runtime.spawn carrying the map helpers."""
     return {"uidmap_helper": maps.uidmap_helper, "gidmap_helper": maps.gidmap_helper}
-
-
-# ------------------------------------------------------------ layer unpack
-def unpack_in_userns(maps: IdMaps, blob: str, dest: str, *, media_type: Optional[str] = None,
-                     unshare: Optional[str] = None) -> None:
-    """Unpack a layer blob into `dest` as root of a user namespace with the
-    container's mapping, so that chown to the image's owners works (files
-    owned by container uid u land on host uid maps.host_uid(u)).
-
-    Runs `unshare --user --map-user=0 --map-users=...` (util-linux 2.38,
-    which calls newuidmap/newgidmap) around a Python child doing
-    contain.storage.unpack.unpack_layer."""
-    unshare = unshare or shutil.which("unshare") or "/usr/bin/unshare"
-    if not os.path.exists(unshare):
-        raise NotFound("unshare (util-linux) is not installed")
-    code = (
-        "import sys\n"
-        "from contain.storage.unpack import unpack_layer\n"
-        "with open(sys.argv[1], 'rb') as f:\n"
-        "    unpack_layer(f, sys.argv[2])\n"
-    )
-    proc = subprocess.run([*maps.unshare_argv(unshare), sys.executable, "-c", code, blob, dest],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["exit status %d" % proc.returncode])[-1]
-        raise RuntimeFailure("unpack layer in user namespace", 0, last)

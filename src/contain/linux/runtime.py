@@ -7,6 +7,7 @@ RuntimeFailure.  Choosing what goes into the spec is the callers' job.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional, Sequence
 
 import attrs
@@ -265,6 +266,26 @@ def mount_overlay(lowerdirs: Sequence[str], upperdir: str, workdir: str, *,
     return fd
 
 
+_FUSE_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fuse_root.py")
+
+
+def _fuse_root_helper(root, userns: bool, overlay_fd: int) -> list[str]:
+    """argv of the root helper that mounts the layers with root.mount_program
+    in the child's mount namespace (see _fuse_root.py)."""
+    if not userns:
+        raise InvalidArgument("a root mount program (fuse-overlayfs) needs a user namespace in the spec")
+    if not root.upperdir or not root.workdir:
+        raise InvalidArgument("a root mount program (fuse-overlayfs) needs a writable layer")
+    if overlay_fd >= 0:
+        raise InvalidArgument("a root mount program and an overlay mounted ahead exclude each other")
+    lower = ":".join(root.lowerdirs)
+    if len(lower) > 4000:
+        raise InvalidArgument(f"too many image layers for one overlay mount ({len(root.lowerdirs)})")
+    # -S: the helper needs the standard library only, and starts in 20 ms.
+    return [sys.executable, "-I", "-S", _FUSE_ROOT, "{pid}", root.mount_program, lower,
+            root.upperdir, root.workdir, root.path]
+
+
 def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
           cgroup_procs: Sequence[str] = (), cgroup_dir: Optional[str] = None,
           join_ns_fds: Sequence[int] = (),
@@ -280,7 +301,10 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
     ordinary user needs for more than their own id.
 
     `overlay_fd`: the root's overlay, mounted ahead by mount_overlay with
-    the spec's layers (the caller keeps and closes the fd).
+    the spec's layers (the caller keeps and closes the fd).  With
+    `spec.root.mount_program` (fuse-overlayfs, user namespaces only) the
+    layers are mounted by that program instead, from a helper the native
+    core runs before the child mounts its root (see _fuse_root.py).
 
     `cgroup_dir` is a cgroup v2 directory the child is born in (clone3 with
     CLONE_INTO_CGROUP; joined after clone where the kernel lacks it), in
@@ -324,7 +348,10 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
         cspec.gidmap_helper = keep.strv(list(gidmap_helper)) if gidmap_helper else ffi.NULL
         cspec.rootfs = keep.str(spec.root.path)
         root = spec.root
-        if root.lowerdirs:
+        if root.lowerdirs and root.mount_program:
+            cspec.overlay = ffi.NULL
+            cspec.root_helper = keep.strv(_fuse_root_helper(root, userns, overlay_fd))
+        elif root.lowerdirs:
             if root.upperdir:
                 opts = (f"lowerdir={':'.join(root.lowerdirs)},upperdir={root.upperdir},"
                         f"workdir={root.workdir},volatile")

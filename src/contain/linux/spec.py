@@ -98,6 +98,10 @@ class Root:
     lowerdirs: list[str] = attrs.field(factory=list)
     upperdir: Optional[str] = None
     workdir: Optional[str] = None
+    # A FUSE program that mounts the layers instead of the kernel's overlay
+    # (fuse-overlayfs, for a user namespace whose kernel refuses overlay;
+    # see linux.rootless.rootfs_driver).  None: the kernel's overlay.
+    mount_program: Optional[str] = None
 
 
 @attrs.define

@@ -812,18 +812,12 @@ def import_rootfs(
     by unpacking it; a directory is packed into a gzip layer. ``config_changes`` sets
     config fields, keyed "Cmd"/"cmd", "Env", "WorkingDir", "User", "ExposedPorts", ...
     """
-    from ..storage.unpack import pack_directory
-
     if tag is not None:
         Reference.parse(tag)  # fail before doing the work
     with store.ingest():
         if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
-            with store.new_blob() as writer:
-                stats = pack_directory(os.fspath(src), writer, compression="gzip")
-                digest, size = writer.commit()
-            if stats.digest != digest:
-                raise DigestMismatch(f"packed layer is {digest}, packer reported {stats.digest}")
-            diff_id, media_type = stats.diff_id, mt.OCI_LAYER_GZIP
+            packed = store.pack_layer(os.fspath(src), compression="gzip")
+            digest, size, diff_id, media_type = packed.digest, packed.size, packed.diff_id, packed.media_type
         else:
             with contextlib.ExitStack() as stack:
                 if isinstance(src, (str, os.PathLike)):

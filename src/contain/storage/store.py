@@ -27,6 +27,11 @@ holds ``gc.lock`` shared (see :meth:`Store.ingest`), which lets :meth:`Store.gc`
 exclusively and then know that every unreferenced blob, layer and temp file is garbage.
 Unpacked layers are not fsynced (as in Docker): after a power loss a layer may have to be
 removed and unpacked again.
+
+Owners: for root the files of a layer carry the image's ids. For an ordinary user they
+carry the host ids the user's containers map them to (container uid 0 is the user, the
+others come from /etc/subuid; see :attr:`Store.id_maps`), so a layer is unpacked, packed and
+deleted as root of a user namespace with that mapping (storage/userns.py).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import tempfile
 import threading
 from typing import (
     IO,
+    TYPE_CHECKING,
     Any,
     BinaryIO,
     Callable,
@@ -50,6 +56,7 @@ from typing import (
     Dict,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
@@ -60,6 +67,7 @@ import attrs
 
 from ..errors import (
     Conflict,
+    ContainError,
     DigestMismatch,
     ImageNotFound,
     InvalidArgument,
@@ -71,10 +79,15 @@ from ..oci.imageconfig import ImageConfig, Manifest
 from ..oci.reference import Reference
 from .locks import FileLock
 
+if TYPE_CHECKING:
+    from ..linux.rootless import IdMaps
+    from .unpack import UnpackStats
+
 __all__ = [
     "Store",
     "ImageRecord",
     "LayerRecord",
+    "PackedLayer",
     "BlobWriter",
     "default_root",
     "parse_digest",
@@ -82,6 +95,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_OVERFLOW_ID = 65534
 _ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _DIGEST_RE = re.compile(r"([a-z0-9]+):([a-f0-9]+)\Z")
 _HEX_RE = re.compile(r"[a-f0-9]+\Z")
@@ -302,10 +316,29 @@ class BlobWriter:
         self.abort()
 
 
-class Store:
-    """One store root; cheap to construct, safe to share between threads and processes."""
+_DETECT: Any = object()
 
-    def __init__(self, root: Union[str, os.PathLike[str]]) -> None:
+
+@attrs.frozen
+class PackedLayer:
+    """A directory packed into a stored layer blob."""
+
+    digest: str
+    size: int
+    diff_id: str
+    media_type: str
+
+
+class Store:
+    """One store root; cheap to construct, safe to share between threads and processes.
+
+    ``id_maps``: the user namespace mapping whose root owns the layers (a
+    linux.rootless.IdMaps), None for the host's own ids; by default None for root and
+    the caller's containers' mapping for an ordinary user.
+    """
+
+    def __init__(self, root: Union[str, os.PathLike[str]], *, id_maps: Any = _DETECT) -> None:
+        self._id_maps = id_maps
         self.root = os.path.abspath(os.fspath(root))
         self._tmp_dir = os.path.join(self.root, "tmp")
         self._images_dir = os.path.join(self.root, "images")
@@ -320,6 +353,38 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
+
+    @property
+    def id_maps(self) -> Optional["IdMaps"]:
+        """The mapping of the user namespace in which layer files are owned as the image
+        says (a linux.rootless.IdMaps), or None when they are owned so on the host."""
+        if self._id_maps is _DETECT:
+            from ..linux import rootless
+
+            self._id_maps = rootless.id_maps() if rootless.is_rootless() else None
+        return self._id_maps
+
+    def image_owner(self, st: os.stat_result) -> Tuple[int, int]:
+        """The (uid, gid) an image gives a file of an unpacked layer (or of a build's
+        staging tree): the host's ids, seen through :attr:`id_maps` (65534, the kernel's
+        overflow id, for an id it does not map)."""
+        maps = self.id_maps
+        if maps is None:
+            return st.st_uid, st.st_gid
+        uid, gid = maps.container_uid(st.st_uid), maps.container_gid(st.st_gid)
+        return (_OVERFLOW_ID if uid is None else uid), (_OVERFLOW_ID if gid is None else gid)
+
+    def _remove_trees(self, paths: Sequence[str]) -> None:
+        """Delete trees (best effort): through the user namespace when subordinate ids
+        may own their files."""
+        maps = self.id_maps
+        if maps is not None:
+            from . import userns
+
+            with contextlib.suppress(OSError, ContainError):
+                userns.remove(maps, paths)
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
 
     # ----------------------------------------------------------------- locking
 
@@ -461,8 +526,6 @@ class Store:
         caller has just written the blob through a verifying writer (a pull), so it is
         not hashed a second time; the diff id is checked all the same.
         """
-        from .unpack import unpack_layer  # imported late: the store works without it
-
         hex_id = parse_digest(diff_id)[1]
         final = os.path.join(self._layers_dir, hex_id)
         if os.path.isfile(os.path.join(final, "layer.json")):
@@ -473,16 +536,17 @@ class Store:
             if os.path.isfile(os.path.join(final, "layer.json")):
                 return os.path.join(final, "diff")
             if os.path.lexists(final):  # incomplete leftover of a crash: set aside
-                self._discard_tree(final)
+                self._discard_trees([final])
             work = tempfile.mkdtemp(dir=self._tmp_dir, prefix="layer-")
             try:
                 with self.open_blob(blob_digest) as raw:
+                    diff = os.path.join(work, "diff")
+                    what = f"layer {blob_digest}"
                     if blob_verified:
-                        stats = unpack_layer(raw, os.path.join(work, "diff"), compression=compression)
+                        stats = self._unpack(raw, diff, compression, what)
                     else:
                         reader = _HashingReader(raw, algorithm)
-                        stats = unpack_layer(io.BufferedReader(reader, _CHUNK),
-                                             os.path.join(work, "diff"), compression=compression)
+                        stats = self._unpack(io.BufferedReader(reader, _CHUNK), diff, compression, what)
                         reader.drain()  # decompressors may stop before trailing bytes
                         if reader.hasher.hexdigest() != blob_hex:
                             raise DigestMismatch(f"layer blob {blob_digest} is corrupt in the store")
@@ -497,15 +561,54 @@ class Store:
                 os.chmod(work, 0o711)  # mkdtemp made it 0700; overlay users need to traverse
                 os.rename(work, final)
             except BaseException:
-                shutil.rmtree(work, ignore_errors=True)
+                self._remove_trees([work])
                 raise
         return os.path.join(final, "diff")
 
-    def _discard_tree(self, path: str) -> None:
-        """Rename ``path`` away atomically, then delete it at leisure."""
-        trash = tempfile.mkdtemp(dir=self._tmp_dir, prefix="trash-")
-        os.rename(path, os.path.join(trash, "x"))
-        shutil.rmtree(trash, ignore_errors=True)
+    def _unpack(self, stream: IO[bytes], dest: str, compression: str, what: str) -> "UnpackStats":
+        maps = self.id_maps
+        if maps is None:
+            from .unpack import unpack_layer  # imported late: the store works without it
+
+            return unpack_layer(stream, dest, compression=compression)
+        from . import userns
+
+        return userns.unpack(maps, stream, dest, compression=compression, what=what)
+
+    def pack_layer(self, directory: str, *, compression: str = "gzip",
+                   owners: Optional[Mapping[str, Tuple[int, int]]] = None) -> PackedLayer:
+        """Store ``directory`` (an overlay upper dir, or any tree) packed as a layer blob.
+
+        Owners are the image's: as the host has them for root, as the containers' user
+        namespace sees them for an ordinary user (the user is uid 0). ``owners`` overrides
+        them by relative path (see unpack.pack_directory). The blob is not unpacked.
+        """
+        media_type = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD,
+                      "none": mt.OCI_LAYER}.get(compression)
+        if media_type is None:
+            raise InvalidArgument(f"unknown layer compression {compression!r}")
+        maps = self.id_maps
+        with self.ingest(), self.new_blob() as writer:
+            if maps is None:
+                from .unpack import pack_directory
+
+                stats = pack_directory(directory, writer, compression=compression, owners=owners)
+            else:
+                from . import userns
+
+                stats = userns.pack(maps, directory, writer, compression=compression, owners=owners)
+            digest, size = writer.commit()
+        if stats.digest != digest:
+            raise DigestMismatch(f"packed layer is {digest}, packer reported {stats.digest}")
+        return PackedLayer(digest, size, stats.diff_id, media_type)
+
+    def _discard_trees(self, paths: Sequence[str]) -> None:
+        """Rename each of ``paths`` away atomically, then delete them (in one go)."""
+        trash = []
+        for path in paths:
+            trash.append(tempfile.mkdtemp(dir=self._tmp_dir, prefix="trash-"))
+            os.rename(path, os.path.join(trash[-1], "x"))
+        self._remove_trees(trash)
 
     def lowerdirs(self, image: str) -> List[str]:
         """The image's layer dirs, top-most first (overlay's lowerdir order), unpacked."""
@@ -781,6 +884,7 @@ class Store:
                     with contextlib.suppress(FileNotFoundError):
                         freed += os.lstat(path).st_size
                         os.unlink(path)
+            unused = []
             for hex_id in os.listdir(self._layers_dir):
                 if hex_id in layers:
                     continue
@@ -790,18 +894,21 @@ class Store:
                         freed += int(json.load(f).get("size", 0))
                 except (OSError, ValueError):
                     freed += _tree_size(path)
-                self._discard_tree(path)
+                unused.append(path)
+            self._discard_trees(unused)
             # Every writer of tmp/ holds the gc lock shared, so what is left there now is
             # debris of crashed processes.
+            debris = []
             for name in os.listdir(self._tmp_dir):
                 path = os.path.join(self._tmp_dir, name)
                 if os.path.isdir(path) and not os.path.islink(path):
                     freed += _tree_size(path)
-                    shutil.rmtree(path, ignore_errors=True)
+                    debris.append(path)
                 else:
                     with contextlib.suppress(FileNotFoundError):
                         freed += os.lstat(path).st_size
                         os.unlink(path)
+            self._remove_trees(debris)
             # Layer lock files can go too: anyone waiting on one holds the gc lock shared.
             for name in os.listdir(self._locks_dir):
                 if name.startswith("layer-") and name[6:-5] not in layers:

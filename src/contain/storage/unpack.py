@@ -20,6 +20,14 @@ redirects); any other attribute the filesystem or kernel refuses with ENOTSUP or
 refused by an LSM) is skipped and counted in `UnpackStats.skipped_xattrs`, as Docker does;
 any other failure aborts the unpack. The opaque marker that a `.wh..wh..opq` entry asks
 for is not optional: failing to set it aborts.
+
+Unpacking for an ordinary user (``userns_ids``) runs as root of a user namespace that maps
+the container's ids (see storage/userns.py). Three things differ there, as the kernel has it:
+the opaque marker is ``user.overlay.opaque`` (what overlayfs reads with ``userxattr``, and
+fuse-overlayfs too; ``trusted.*`` needs privilege on the host), device nodes other than
+whiteouts cannot be made (they are skipped and counted, as containers/storage does; the
+runtime gives the container its /dev), and an owner outside the mapping cannot be set: the
+unpack goes on without it and then fails with `UnmappedOwners` listing every such id.
 """
 
 from __future__ import annotations
@@ -33,14 +41,14 @@ import stat
 import tarfile
 import threading
 import zlib
-from typing import IO, Any, Callable, Optional, TypeVar, Union
+from typing import IO, Any, Callable, Mapping, Optional, TypeVar, Union
 
 import attrs
 import zstandard
 
 from contain.errors import InvalidArgument, LayerError
 
-__all__ = ["UnpackStats", "PackStats", "unpack_layer", "pack_directory"]
+__all__ = ["UnpackStats", "PackStats", "UnmappedOwners", "unpack_layer", "pack_directory"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 _T = TypeVar("_T")
@@ -49,8 +57,12 @@ _WH_PREFIX = ".wh."
 _WH_OPAQUE = ".wh..wh..opq"
 _WH_META_PREFIX = ".wh..wh."
 _OPAQUE_XATTR = "trusted.overlay.opaque"
+_USERNS_OPAQUE_XATTR = "user.overlay.opaque"
+# What marks an opaque directory in an upper dir: the kernel's overlay (trusted.*, or
+# user.* with userxattr) and fuse-overlayfs (its own name when trusted.* is refused).
+_OPAQUE_XATTRS = (_OPAQUE_XATTR, _USERNS_OPAQUE_XATTR, "user.fuseoverlayfs.opaque")
 _SCHILY = "SCHILY.xattr."
-_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -80,6 +92,7 @@ class UnpackStats:
     uncompressed_size: int
     files: int  # tar entries processed, of every type
     skipped_xattrs: int = 0  # refused by the filesystem, see the module docstring
+    skipped_devices: int = 0  # device nodes a user namespace cannot make (userns_ids)
 
 
 @attrs.frozen
@@ -90,6 +103,21 @@ class PackStats:
     digest: str  # "sha256:<hex>" of the bytes written (the blob)
     size: int  # bytes written
     uncompressed_size: int
+
+
+class UnmappedOwners(LayerError):
+    """Entries of the layer belong to ids the user namespace it was unpacked in does not
+    map (``uids``, ``gids``: sorted, each list complete); nothing of the layer was kept."""
+
+    def __init__(self, uids: "list[int]", gids: "list[int]") -> None:
+        self.uids = sorted(uids)
+        self.gids = sorted(gids)
+        parts = []
+        if self.uids:
+            parts.append("uids " + ", ".join(map(str, self.uids[:5])))
+        if self.gids:
+            parts.append("gids " + ", ".join(map(str, self.gids[:5])))
+        super().__init__(f"layer has files owned by {' and '.join(parts)}, outside the ids mapped")
 
 
 class _SourceFailure(Exception):
@@ -270,13 +298,15 @@ def unpack_layer(
     *,
     compression: str = "auto",
     whiteouts: str = "overlay",
+    userns_ids: Optional[tuple[int, int]] = None,
 ) -> UnpackStats:
     """Extract a layer tar stream into `dest`, a new or empty directory.
 
     compression: "auto" (sniffed), "gzip", "zstd" or "none". whiteouts: "overlay" turns OCI
     whiteouts into overlayfs ones (char device 0/0, opaque xattr); "keep" leaves `.wh.`
-    files as they are. Hostile or corrupt input raises LayerError; on any error `dest` is
-    removed entirely and the exception propagates.
+    files as they are. userns_ids: (uid count, gid count) when running as root of a user
+    namespace mapping ids 0..count-1 (see the module docstring). Hostile or corrupt input
+    raises LayerError; on any error `dest` is removed entirely and the exception propagates.
     """
     if compression not in ("auto", "gzip", "zstd", "none"):
         raise InvalidArgument(f"unknown layer compression {compression!r}")
@@ -290,7 +320,7 @@ def unpack_layer(
     try:
         root_fd = _open_destination(parent_fd, base, dest_path)
         try:
-            extractor = _Extractor(root_fd, overlay=whiteouts == "overlay")
+            extractor = _Extractor(root_fd, overlay=whiteouts == "overlay", userns_ids=userns_ids)
             try:
                 return extractor.run(fileobj, compression)
             finally:
@@ -364,9 +394,15 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
 class _Extractor:
     """Extraction state of one layer: cached directory fds and deferred directory mtimes."""
 
-    def __init__(self, root_fd: int, *, overlay: bool) -> None:
+    def __init__(self, root_fd: int, *, overlay: bool,
+                 userns_ids: Optional[tuple[int, int]] = None) -> None:
         self.root_fd = root_fd
         self.overlay = overlay
+        self.userns_ids = userns_ids
+        self.opaque_xattr = _OPAQUE_XATTR if userns_ids is None else _USERNS_OPAQUE_XATTR
+        self.unmapped_uids: set[int] = set()
+        self.unmapped_gids: set[int] = set()
+        self.skipped_devices = 0
         # Relative dir path -> fd, least recently used first ("" is the root, never evicted).
         self.dirs: dict[str, int] = {"": root_fd}
         # Evicted fds are closed before the next entry, never while one is being handled.
@@ -442,12 +478,15 @@ class _Extractor:
                     pass  # trailing padding belongs to the diff_id too
             finally:
                 prefetcher.close()
+        if self.unmapped_uids or self.unmapped_gids:
+            raise UnmappedOwners(sorted(self.unmapped_uids), sorted(self.unmapped_gids))
         return UnpackStats(
             diff_id="sha256:" + tar_stream.sha.hexdigest(),
             compressed_size=source.count,
             uncompressed_size=tar_stream.size,
             files=files,
             skipped_xattrs=self.skipped_xattrs,
+            skipped_devices=self.skipped_devices,
         )
 
     def _extract_all(self, tar: tarfile.TarFile) -> int:
@@ -530,7 +569,7 @@ class _Extractor:
             opaque = True
         self._cache_dir(rel, fd)
         if opaque:
-            os.setxattr(fd, _OPAQUE_XATTR, b"y")
+            os.setxattr(fd, self.opaque_xattr, b"y")
         return fd
 
     def _cache_dir(self, rel: str, fd: int) -> None:
@@ -577,6 +616,9 @@ class _Extractor:
         elif kind in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
             if kind == tarfile.FIFOTYPE:
                 mode, device = stat.S_IFIFO, 0
+            elif self.userns_ids is not None:
+                self.skipped_devices += 1  # the kernel refuses mknod in a user namespace
+                return
             else:
                 mode = stat.S_IFCHR if kind == tarfile.CHRTYPE else stat.S_IFBLK
                 device = os.makedev(member.devmajor, member.devminor)
@@ -657,7 +699,7 @@ class _Extractor:
             self._cache_dir(path, fd)
         self._apply_fd_metadata(fd, member)
         if opaque:
-            os.setxattr(fd, _OPAQUE_XATTR, b"y")
+            os.setxattr(fd, self.opaque_xattr, b"y")
         self.dir_mtimes[path] = _mtime_ns(member)
 
     def _hardlink(self, parent_fd: int, name: str, path: str, member: tarfile.TarInfo) -> None:
@@ -686,7 +728,7 @@ class _Extractor:
 
     def _whiteout(self, parent_fd: int, parent: str, name: str, member: tarfile.TarInfo) -> None:
         if name == _WH_OPAQUE:
-            os.setxattr(parent_fd, _OPAQUE_XATTR, b"y")
+            os.setxattr(parent_fd, self.opaque_xattr, b"y")
             return
         if name.startswith(_WH_META_PREFIX):
             return  # aufs bookkeeping (.wh..wh.plnk, ...), meaningless to overlayfs
@@ -703,20 +745,34 @@ class _Extractor:
             st = os.stat(hidden, dir_fd=parent_fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 rel = f"{parent}/{hidden}" if parent else hidden
-                os.setxattr(self._dir_fd(rel, member.name), _OPAQUE_XATTR, b"y")
+                os.setxattr(self._dir_fd(rel, member.name), self.opaque_xattr, b"y")
 
     # -- metadata --------------------------------------------------------------------
 
+    def _mapped(self, member: tarfile.TarInfo) -> bool:
+        """Whether the entry's owner can be set (always, unless in a user namespace)."""
+        uid, gid = _owner(member.uid, member), _owner(member.gid, member)
+        if self.userns_ids is None:
+            return True
+        uids, gids = self.userns_ids
+        if uid >= uids:
+            self.unmapped_uids.add(uid)
+        if gid >= gids:
+            self.unmapped_gids.add(gid)
+        return uid < uids and gid < gids
+
     def _apply_fd_metadata(self, fd: int, member: tarfile.TarInfo) -> None:
         # chown first: it clears setuid/setgid bits and file capabilities.
-        os.chown(fd, _owner(member.uid, member), _owner(member.gid, member))
+        if self._mapped(member):
+            os.chown(fd, member.uid, member.gid)
         os.chmod(fd, member.mode & 0o7777)
         if member.pax_headers:
             self._apply_xattrs(fd, member)
 
     def _apply_path_metadata(self, parent_fd: int, name: str, member: tarfile.TarInfo, *, chmod: bool) -> None:
         """Metadata of an entry that cannot be opened (symlink, device, fifo)."""
-        os.chown(name, _owner(member.uid, member), _owner(member.gid, member), dir_fd=parent_fd, follow_symlinks=False)
+        if self._mapped(member):
+            os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
         if chmod:
             os.chmod(name, member.mode & 0o7777, dir_fd=parent_fd)  # just created: not a symlink
         if member.pax_headers:
@@ -824,14 +880,17 @@ class _HashingWriter:
         pass
 
 
-def pack_directory(src_dir: StrPath, fileobj: IO[bytes], *, compression: str = "none") -> PackStats:
+def pack_directory(src_dir: StrPath, fileobj: IO[bytes], *, compression: str = "none",
+                   owners: Optional[Mapping[str, tuple[int, int]]] = None) -> PackStats:
     """Write a deterministic layer tar of `src_dir` to `fileobj`.
 
     Entries are sorted, owners numeric, PAX format, mtimes in whole seconds; the root
     itself is not an entry. Hard links are found by inode; `security.capability` and
     `user.*` xattrs are kept. Overlay whiteouts (char device 0/0) become `.wh.NAME` and
-    opaque directories get a `.wh..wh..opq` entry, so an overlay upper directory packs
-    into a layer. compression: "none", "gzip" or "zstd".
+    opaque directories get a `.wh..wh..opq` entry, so an overlay upper directory (of the
+    kernel's overlay or of fuse-overlayfs) packs into a layer. compression: "none", "gzip"
+    or "zstd". owners: (uid, gid) by path relative to `src_dir` ("a/b"), recorded instead
+    of the files' own (a build's staging directory, whose owners are declared, not set).
     """
     if compression not in ("none", "gzip", "zstd"):
         raise InvalidArgument(f"unknown layer compression {compression!r}")
@@ -852,7 +911,7 @@ def pack_directory(src_dir: StrPath, fileobj: IO[bytes], *, compression: str = "
         copybufsize=_DATA_CHUNK,
     )
     try:
-        _pack_tree(tar, os.fspath(src_dir))
+        _pack_tree(tar, os.fspath(src_dir), owners or {})
     finally:
         tar.close()
     if compressor is not None:
@@ -867,7 +926,7 @@ def pack_directory(src_dir: StrPath, fileobj: IO[bytes], *, compression: str = "
     )
 
 
-def _pack_tree(tar: tarfile.TarFile, root: str) -> None:
+def _pack_tree(tar: tarfile.TarFile, root: str, owners: Mapping[str, tuple[int, int]]) -> None:
     seen_inodes: dict[tuple[int, int], str] = {}
     # Depth first, sorted; a stack rather than recursion, since trees may be deep.
     stack: list[tuple[str, str]] = [("", root)]
@@ -877,7 +936,7 @@ def _pack_tree(tar: tarfile.TarFile, root: str) -> None:
         if first:
             first = False
         else:
-            if not _pack_entry(tar, rel, path, seen_inodes):
+            if not _pack_entry(tar, rel, path, seen_inodes, owners.get(rel)):
                 continue
         with os.scandir(path) as it:
             children = sorted(it, key=lambda e: e.name, reverse=True)
@@ -885,7 +944,8 @@ def _pack_tree(tar: tarfile.TarFile, root: str) -> None:
             stack.append((f"{rel}/{child.name}" if rel else child.name, child.path))
 
 
-def _pack_entry(tar: tarfile.TarFile, rel: str, path: str, seen_inodes: dict[tuple[int, int], str]) -> bool:
+def _pack_entry(tar: tarfile.TarFile, rel: str, path: str, seen_inodes: dict[tuple[int, int], str],
+                owner: Optional[tuple[int, int]]) -> bool:
     """Add one entry; return True if it is a directory to descend into."""
     st = os.lstat(path)
     mode = st.st_mode
@@ -898,7 +958,7 @@ def _pack_entry(tar: tarfile.TarFile, rel: str, path: str, seen_inodes: dict[tup
         info.mode = 0o600
         tar.addfile(info)
         return False
-    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uid, info.gid = owner if owner is not None else (st.st_uid, st.st_gid)
     info.uname = info.gname = ""
     info.mode = stat.S_IMODE(mode)
     if not stat.S_ISDIR(mode) and st.st_nlink > 1:
@@ -912,7 +972,7 @@ def _pack_entry(tar: tarfile.TarFile, rel: str, path: str, seen_inodes: dict[tup
         seen_inodes[key] = rel
     names = os.listxattr(path, follow_symlinks=False)
     for attr in names:
-        if attr == "security.capability" or (attr.startswith("user.") and not attr.startswith("user.overlay.")):
+        if attr == "security.capability" or (attr.startswith("user.") and not attr.startswith(_OVERLAY_XATTRS)):
             value = os.getxattr(path, attr, follow_symlinks=False)
             # tarfile writes surrogate-escaped values back as the original bytes.
             info.pax_headers[_SCHILY + attr] = value.decode("utf-8", "surrogateescape")
@@ -945,7 +1005,7 @@ def _pack_entry(tar: tarfile.TarFile, rel: str, path: str, seen_inodes: dict[tup
 
 
 def _is_opaque(path: str, names: list[str]) -> bool:
-    for attr in (_OPAQUE_XATTR, "user.overlay.opaque"):
+    for attr in _OPAQUE_XATTRS:
         if attr in names and os.getxattr(path, attr, follow_symlinks=False) == b"y":
             return True
     return False

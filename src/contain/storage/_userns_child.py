@@ -1,0 +1,97 @@
+"""The helper process of storage/userns.py, run as root of a user namespace.
+
+    python -I _userns_child.py OP RESULT_FD ARGS...
+
+    unpack DEST COMPRESSION UIDS GIDS   the layer stream on stdin -> DEST
+    pack SRC COMPRESSION                {path: [uid, gid]} overrides as JSON on stdin,
+                                        the layer tar of SRC on stdout
+    remove                              ["path", ...] as JSON on stdin
+
+One JSON record goes to RESULT_FD at the end: {"ok": {...}} or {"error": {...}}.
+
+It is run by path and imports only the unpacker: importing the contain package itself
+(its __init__ pulls in the container and network modules) costs about half a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import types
+
+
+def _import_unpacker():
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if "contain" not in sys.modules:
+        # A bare package object: contain.storage.unpack and contain.errors import
+        # without running contain/__init__.py.
+        package = types.ModuleType("contain")
+        package.__path__ = [package_dir]
+        sys.modules["contain"] = package
+    from contain.storage import unpack
+
+    return unpack
+
+
+def _unpack(args: list[str]) -> dict:
+    import attrs
+
+    dest, compression, uids, gids = args
+    unpack = _import_unpacker()
+    stats = unpack.unpack_layer(sys.stdin.buffer, dest, compression=compression,
+                                userns_ids=(int(uids), int(gids)))
+    return attrs.asdict(stats)
+
+
+def _pack(args: list[str]) -> dict:
+    import attrs
+
+    src, compression = args
+    unpack = _import_unpacker()
+    owners = {path: (int(uid), int(gid)) for path, (uid, gid) in json.load(sys.stdin).items()}
+    out = sys.stdout.buffer
+    stats = unpack.pack_directory(src, out, compression=compression, owners=owners)
+    out.flush()
+    return attrs.asdict(stats)
+
+
+def _remove(args: list[str]) -> dict:
+    failed = []
+
+    def note(func, path, exc) -> None:
+        if isinstance(exc, tuple):  # onerror's exc_info (before Python 3.12)
+            exc = exc[1]
+        if not isinstance(exc, FileNotFoundError):
+            failed.append(f"{path}: {exc}")
+
+    for path in json.load(sys.stdin):
+        # Root here may enter overlay's mode-000 work/work: its owner is mapped.
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=note)
+        else:
+            shutil.rmtree(path, onerror=note)
+    return {"failed": failed}
+
+
+_OPS = {"unpack": _unpack, "pack": _pack, "remove": _remove}
+
+
+def main(argv: list[str]) -> int:
+    op, result_fd, args = argv[1], int(argv[2]), argv[3:]
+    try:
+        record: dict = {"ok": _OPS[op](args)}
+        code = 0
+    except Exception as e:  # every failure goes back to the parent as a record
+        record = {"error": {"type": type(e).__name__, "message": str(e),
+                            "errno": getattr(e, "errno", None),
+                            "uids": getattr(e, "uids", None), "gids": getattr(e, "gids", None)}}
+        code = 1
+    with os.fdopen(result_fd, "w") as f:
+        json.dump(record, f)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
