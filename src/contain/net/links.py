@@ -415,6 +415,29 @@ class FreshPair:
             self.netns_fd = -1
 
 
+def _new_netns_here(host: int) -> tuple[int, rtnl.Socket]:
+    """Enter a new network namespace on this thread for two system calls
+    (open it, open a netlink socket in it) and go back to `host`.  Raises
+    StrandedThread if the thread could not go back."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare network namespace")
+    ns_fd, nl, ok = -1, None, False
+    try:
+        ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        nl = rtnl.Socket()
+        ok = True
+    finally:
+        back = _libc.setns(host, CLONE_NEWNET) == 0
+        e = ctypes.get_errno()
+        if not (ok and back):
+            if nl is not None:
+                nl.close()
+            if ns_fd >= 0:
+                os.close(ns_fd)
+        if not back:
+            raise StrandedThread("return to the host network namespace", e)
+    return ns_fd, nl
+
+
 def fresh_pair_here(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
     """Make a FreshPair on the calling thread, which must be one of contain's
     own: it enters the new namespace for two system calls (open the namespace,
@@ -424,13 +447,7 @@ def fresh_pair_here(host_ifname: str, mtu: int, alias: str = "") -> FreshPair:
     host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ns_fd, nl = -1, None
     try:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare network namespace")
-        try:
-            ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            nl = rtnl.Socket()
-        finally:
-            if _libc.setns(host, CLONE_NEWNET) != 0:
-                raise StrandedThread("return to the host network namespace", ctypes.get_errno())
+        ns_fd, nl = _new_netns_here(host)
         step = "loopback up"
         try:
             nl.set_link(nl.link_index("lo"), up=True)
@@ -464,13 +481,7 @@ def bare_netns_here() -> int:
     host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ns_fd, nl = -1, None
     try:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare network namespace")
-        try:
-            ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            nl = rtnl.Socket()
-        finally:
-            if _libc.setns(host, CLONE_NEWNET) != 0:
-                raise StrandedThread("return to the host network namespace", ctypes.get_errno())
+        ns_fd, nl = _new_netns_here(host)
         try:
             nl.set_link(nl.link_index("lo"), up=True)
         except OSError as exc:

@@ -95,27 +95,32 @@ _pool = _Pool()
 
 def take() -> links.FreshPair:
     """A fresh pair for a start: a ready one, else one made now."""
-    p = _pool
+    pair = _take_ready(_pool, _fill, "contain-netns-pool")
+    if pair is None:
+        pair = _make(_pool, links.fresh_pair)
+    return pair
+
+
+def _take_ready(p: _Pool, fill, thread_name: str):
+    """A ready item of pool `p` or None; starts or wakes its filler thread."""
     size = limit()
     with p.lock:
-        pair = p.ready.pop() if p.ready else None
-        if pair is None:
+        got = p.ready.pop() if p.ready else None
+        if got is None:
             p.misses += 1
         else:
             p.hits += 1
         # A process that starts one container (the CLI, a restart) gains
         # nothing from a pool: the thread begins with the second start.
         if size and p.hits + p.misses >= 2:
-            if pair is None:
+            if got is None:
                 p.target = min(size, max(1, 2 * p.target))
             if p.thread is None or not p.thread.is_alive():
-                p.thread = threading.Thread(target=_fill, args=(p, p.generation),
-                                            name="contain-netns-pool", daemon=True)
+                p.thread = threading.Thread(target=fill, args=(p, p.generation),
+                                            name=thread_name, daemon=True)
                 p.thread.start()
             p.wake.notify()
-    if pair is None:
-        pair = _make(p, links.fresh_pair)
-    return pair
+    return got
 
 
 def _make(p: _Pool, make) -> links.FreshPair:
@@ -140,6 +145,13 @@ def _fill(p: _Pool, generation: int) -> None:
             sweep_leftovers()
         except Exception:  # repair is best effort here; endpoint.repair retries
             pass
+    # The start that took a pair is still configuring it: making the next
+    # one at once would contend with it for the kernel's rtnl lock.
+    _fill_loop(p, generation, lambda: _make(p, links.fresh_pair_here), lambda pair: pair.close(),
+               settle=_SETTLE)
+
+
+def _fill_loop(p: _Pool, generation: int, make, close, settle: float = 0.0) -> None:
     failures = 0
     while True:
         with p.lock:
@@ -147,15 +159,14 @@ def _fill(p: _Pool, generation: int) -> None:
                 p.wake.wait()
             if p.generation != generation:
                 return
-        # The start that took a pair is still configuring it: making the
-        # next one at once would contend with it for the kernel's rtnl lock.
-        time.sleep(_SETTLE)
+        if settle:
+            time.sleep(settle)
         try:
-            pair = _make(p, links.fresh_pair_here)
+            item = make()
         except links.StrandedThread:
             return  # this thread is in a foreign namespace: it does nothing more
         except (RuntimeFailure, OSError):
-            # Out of resources, or no permission: starts make their own pair
+            # Out of resources, or no permission: starts make their own
             # meanwhile; try again later, more slowly each time.
             failures += 1
             with p.lock:  # woken early by shutdown
@@ -165,9 +176,9 @@ def _fill(p: _Pool, generation: int) -> None:
         failures = 0
         with p.lock:
             if p.generation == generation:
-                p.ready.append(pair)
+                p.ready.append(item)
                 continue
-        pair.close()
+        close(item)
         return
 
 
@@ -182,50 +193,11 @@ _bare = _Pool()
 def take_bare() -> Optional[int]:
     """A ready namespace fd for a "none" start (the caller owns it), or None:
     the container then makes its own, as ever."""
-    p = _bare
-    size = limit()
-    with p.lock:
-        fd = p.ready.pop() if p.ready else None
-        if fd is None:
-            p.misses += 1
-        else:
-            p.hits += 1
-        if size and p.hits + p.misses >= 2:
-            if fd is None:
-                p.target = min(size, max(1, 2 * p.target))
-            if p.thread is None or not p.thread.is_alive():
-                p.thread = threading.Thread(target=_fill_bare, args=(p, p.generation),
-                                            name="contain-netns-none", daemon=True)
-                p.thread.start()
-            p.wake.notify()
-    return fd
+    return _take_ready(_bare, _fill_bare, "contain-netns-none")
 
 
 def _fill_bare(p: _Pool, generation: int) -> None:
-    failures = 0
-    while True:
-        with p.lock:
-            while p.generation == generation and len(p.ready) >= p.target:
-                p.wake.wait()
-            if p.generation != generation:
-                return
-        try:
-            fd = links.bare_netns_here()
-        except links.StrandedThread:
-            return
-        except (RuntimeFailure, OSError):
-            failures += 1
-            with p.lock:
-                if p.generation == generation:
-                    p.wake.wait(min(5.0, 0.05 * 2 ** failures))
-            continue
-        failures = 0
-        with p.lock:
-            if p.generation == generation:
-                p.ready.append(fd)
-                continue
-        os.close(fd)
-        return
+    _fill_loop(p, generation, links.bare_netns_here, os.close)
 
 
 def bare_stats() -> dict[str, int]:
