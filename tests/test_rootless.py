@@ -373,6 +373,19 @@ def user():
 
 
 # Prepended to the user-side scripts: a busybox image made as the user.
+# The runtime dir's entries once the helpers of ended containers are gone:
+# their socket and record go moments after the container (userspace.release).
+_SETTLED = """
+import os as _os, time as _time
+def _settled(runtime_dir, timeout=5.0):
+    deadline = _time.monotonic() + timeout
+    while True:
+        left = _os.listdir(runtime_dir())
+        if not left or _time.monotonic() > deadline:
+            return left
+        _time.sleep(0.02)
+"""
+
 _INTEGRATION = """
 import json, os, sys
 import contain
@@ -626,7 +639,7 @@ print(json.dumps({{"id": c.id, "mode": c.attrs["HostConfig"]["NetworkMode"],
         assert _fetch(f"http://127.0.0.1:{port}/") == b"hello-rootless\n"
         assert len(_helpers(user)) == 1
     finally:
-        gone = user.result(f"""
+        gone = user.result(_SETTLED + f"""
 import json, os
 from contain import Container
 c = Container.get({out["id"]!r})
@@ -634,7 +647,7 @@ c.remove(force=True)
 from contain.linux.rootless import runtime_dir
 from contain._root import get_root, wait_for_discards
 wait_for_discards(10)
-print(json.dumps({{"left": os.listdir(runtime_dir()),
+print(json.dumps({{"left": _settled(runtime_dir),
                   "trash": [n for n in os.listdir(get_root().containers) if n.startswith(".")]}}))
 """)
     assert _helpers(user) == []  # removed: no helper process left ...
@@ -654,24 +667,24 @@ c = Container.run(img, ["sh", "-c", "sleep 0.5"], ports={{80: {port}}})
 print(json.dumps({{"id": c.id}}))
 """)
     assert _wait_no_helpers(user) == []
-    after = user.result(f"""
+    after = user.result(_SETTLED + f"""
 import json, os
 from contain import Container
 from contain.linux.rootless import runtime_dir
 c = Container.get({out["id"]!r})
 code = c.wait(timeout=10)
-left = os.listdir(runtime_dir())
+left = _settled(runtime_dir)
 print(json.dumps({{"code": code, "left": left}}))
 """)
     assert after == {"code": 0, "left": []}
-    again = user.result(f"""
+    again = user.result(_SETTLED + f"""
 import json, os
 from contain import Container
 from contain.linux.rootless import runtime_dir
 c = Container.get({out["id"]!r})
 c.start()  # again: a new helper, the same published port
 code = c.wait(timeout=10)
-left = os.listdir(runtime_dir())
+left = _settled(runtime_dir)
 c.remove()
 from contain._root import wait_for_discards
 wait_for_discards(10)
@@ -679,6 +692,25 @@ print(json.dumps({{"code": code, "left": left}}))
 """)
     assert again == {"code": 0, "left": []}
     assert _helpers(user) == []
+
+
+def test_the_same_port_right_after_an_ended_container(slirp):
+    """An ended container's helper goes in the background, but a start of this
+    process never finds its own dying helper still holding the port."""
+    user = slirp
+    port = _free_port()
+    out = user.result(_INTEGRATION + f"""
+from contain import Container
+img = busybox_image()
+codes = []
+for i in range(5):
+    c = Container.run(img, ["sh", "-c", "sleep 0.2"], ports={{80: {port}}})
+    codes.append(c.wait(timeout=20))
+    c.remove()
+print(json.dumps({{"codes": codes}}))
+""")
+    assert out == {"codes": [0] * 5}
+    assert _wait_no_helpers(user) == []
 
 
 def test_port_in_use_is_a_clear_error(slirp):

@@ -759,14 +759,16 @@ class Container:
             raise
         prepared.close()
 
-    def _release_network(self, state: dict) -> None:
-        """Give back what the container's network held (idempotent)."""
+    def _release_network(self, state: dict, ended: bool = False) -> None:
+        """Give back what the container's network held (idempotent).
+        `ended`: the container has exited, and its rootless network helper
+        is ending with it: that is waited for in the background."""
         with contextlib.suppress(ContainError, OSError):
             endpoint.release(self._root, self.id)
         if state["HostConfig"]["NetworkMode"].startswith("slirp4netns"):
             from .net import userspace
 
-            userspace.release(self._root, self.id)  # its helper ends with the container
+            userspace.release(self._root, self.id, background=ended)
 
     def _start_prepared(self, state: dict, prepared) -> None:
         spec = self._spec(state)
@@ -966,7 +968,7 @@ class Container:
                 with contextlib.suppress(ContainError, OSError):
                     oom = bool(cg.stats().oom_kills)
                 cg.remove()
-        self._release_network(state)
+        self._release_network(state, ended=True)
         st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,
                   FinishedAt=finished, OOMKilled=oom)
         self._save(state)
@@ -1253,7 +1255,7 @@ class Container:
 
     def _remove_files(self, state: dict) -> None:
         self._drop_prepared()
-        self._release_network(state)
+        self._release_network(state, ended=state["State"]["Status"] != "running")
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
         if state["State"]["Status"] == "exited":

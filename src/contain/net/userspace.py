@@ -30,6 +30,7 @@ detached container's pasta would outlive it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -37,6 +38,8 @@ import select
 import signal
 import socket
 import subprocess
+import threading
+import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import attrs
@@ -186,6 +189,9 @@ def prepare(root: RootArg, container_id: str, *, hostname: str, network_mode: st
     binary = require()
     cdir = r.container_dir(container_id)
     release(r, container_id)  # whatever an earlier run of this container left
+    # Helpers of this process's ended containers may still hold their host
+    # ports for a moment (release(background=True)): gone before the probe.
+    _wait_for_releases()
     exposed = list(exposed_ports)
     bindings = resolve_ports(parse_ports(ports, publish_all, exposed))
     files = hosts.write_all(cdir, hostname=hostname,
@@ -312,7 +318,8 @@ def launch_helper(root_path: str, container_id: str, pid: int, options: Options,
         finally:
             os.close(ready_w)
         _children.append(helper)
-        _write_record(api, {"pid": helper.pid, "start": start_time(helper.pid), "api": api})
+        with _records_lock:
+            _write_record(api, {"pid": helper.pid, "start": start_time(helper.pid), "api": api})
     except BaseException:
         if ready_r >= 0:
             os.close(ready_r)
@@ -392,10 +399,17 @@ def _add_hostfwd(api: str, b: PortBinding) -> None:
                        f"({reply['error'].get('desc', 'slirp4netns refused it')})")
 
 
-def release(root: RootArg, container_id: str, *, timeout: float = 2.0) -> None:
+def release(root: RootArg, container_id: str, *, timeout: float = 2.0,
+            background: bool = False) -> None:
     """Make sure the container's helper is gone and its socket removed.
     Idempotent; the helper normally exits on its own as the container's
-    first process is reaped, so this mostly waits a moment."""
+    first process is reaped, so this mostly waits a moment.
+
+    `background`: the container has ended and its helper is on its way out
+    (slirp4netns spends 10-50 ms in the kernel closing its tap device):
+    wait for it on a thread instead of here.  A start of the same
+    container waits for it anyway (its prepare() releases in the
+    foreground), and the process waits for such threads at exit."""
     root_path = root if isinstance(root, str) else get_root(root).path
     try:
         record_path = _record_path(api_socket_path(root_path, container_id))
@@ -403,8 +417,34 @@ def release(root: RootArg, container_id: str, *, timeout: float = 2.0) -> None:
             record = json.load(f)
     except (OSError, ValueError, InvalidArgument):
         return
+    if background:
+        t = threading.Thread(target=_release_quietly, args=(record, record_path, timeout),
+                             name="contain-slirp-release", daemon=True)
+        with _records_lock:
+            _releasing[:] = [x for x in _releasing if x.is_alive()] + [t]
+        t.start()
+        return
+    _release_quietly(record, record_path, timeout)
+
+
+def _release_quietly(record: dict, record_path: str, timeout: float) -> None:
     with contextlib.suppress(OSError):  # never in the way of the bookkeeping that calls it
         _release(record, record_path, timeout)
+
+
+# Guards a helper's record and socket: a late background release must not
+# take away those of a helper started since for the same container.
+_records_lock = threading.Lock()
+_releasing: list = []
+
+
+def _wait_for_releases(timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    for t in list(_releasing):
+        t.join(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_wait_for_releases)
 
 
 def _release(record: dict, record_path: str, timeout: float) -> None:
@@ -423,13 +463,23 @@ def _release(record: dict, record_path: str, timeout: float) -> None:
                         select.select([fd], [], [], timeout)
             finally:
                 os.close(fd)
-    _reap_children()
-    api = record.get("api")
-    if api:
+    with _records_lock:
+        _reap_children()
+        try:
+            with open(record_path) as f:
+                current = json.load(f)
+        except (OSError, ValueError):
+            current = None
+        if current is None or (current.get("pid"), current.get("start")) != (pid, start):
+            # Released already (the socket went first), or a new helper's by
+            # now: its socket and record stay.
+            return
+        api = record.get("api")
+        if api:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(api)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(api)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(record_path)
+            os.unlink(record_path)
 
 
 def helper_pids(user_uid: Optional[int] = None) -> list[int]:
