@@ -372,20 +372,33 @@ static void append(char *buf, size_t cap, size_t *n, const char *text)
     buf[*n] = 0;
 }
 
-/* Run a helper for the child `pid` (newuidmap, newgidmap, the root helper)
- * and check that it succeeded.  The step named in an error is `step`, or
- * else the helper's file name. */
-static int run_helper(struct spawn_ctx *c, const char *step, const char *const *argv, int pid)
-{
-    char pidbuf[16], detail[sizeof c->err->detail], out[160];
-    const char *name = argv[0];
-    int n = 0, p[2], status = 0;
+/* A helper process started for the child (newuidmap, newgidmap, the root
+ * helper): its pid, the read end of its messages, what to call it. */
+struct helper_run {
+    int pid;
+    int err_r;
+    const char *name;
+    const char *path;
+};
 
+/* Start a helper for the child `pid`; returns once it has exec'd
+ * (CLONE_VFORK: its argv and stack are ours again), so several can run at
+ * once.  The step named in an error is `step`, or else the helper's file
+ * name. */
+static int helper_start(struct spawn_ctx *c, const char *step, const char *const *argv, int pid,
+                        struct helper_run *h)
+{
+    char pidbuf[16];
+    int n = 0, p[2];
+
+    h->pid = h->err_r = -1;
+    h->path = argv[0];
+    h->name = argv[0];
     for (const char *q = argv[0]; *q; q++)
         if (*q == '/')
-            name = q + 1;
+            h->name = q + 1;
     if (step)
-        name = step;
+        h->name = step;
     format_uint(pidbuf, (unsigned)pid);
     for (; argv[n] && n < 23; n++) {
         const char *a = argv[n];
@@ -394,10 +407,10 @@ static int run_helper(struct spawn_ctx *c, const char *step, const char *const *
     }
     c->helper_argv[n] = NULL;
     if (pipe2(p, O_CLOEXEC) < 0)
-        return ct_fail(c->err, name, "create pipe for its messages", errno);
+        return ct_fail(c->err, h->name, "create pipe for its messages", errno);
     c->helper_err_w = p[1];
     /* The helper runs on its own stack; we wait (CLONE_VFORK) until it has
-     * exec'd, then until it exits. */
+     * exec'd. */
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
@@ -407,17 +420,31 @@ static int run_helper(struct spawn_ctx *c, const char *step, const char *const *
     close(p[1]);
     if (hpid < 0) {
         close(p[0]);
-        return ct_fail(c->err, name, "clone", e);
+        return ct_fail(c->err, h->name, "clone", e);
     }
-    while (waitpid(hpid, &status, 0) < 0) {
+    h->pid = hpid;
+    h->err_r = p[0];
+    return 0;
+}
+
+/* Wait for a started helper and check that it succeeded (its message, if
+ * it failed, goes into the error). */
+static int helper_finish(struct spawn_ctx *c, struct helper_run *h)
+{
+    char detail[sizeof c->err->detail], out[160];
+    int status = 0, e;
+
+    if (h->pid < 0)
+        return -1;
+    while (waitpid(h->pid, &status, 0) < 0) {
         if (errno != EINTR) {
             e = errno;
-            close(p[0]);
-            return ct_fail(c->err, name, "wait", e);
+            close(h->err_r);
+            return ct_fail(c->err, h->name, "wait", e);
         }
     }
-    ssize_t got = read(p[0], out, sizeof out - 1);
-    close(p[0]);
+    ssize_t got = read(h->err_r, out, sizeof out - 1);
+    close(h->err_r);
     out[got > 0 ? got : 0] = 0;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
@@ -437,7 +464,7 @@ static int run_helper(struct spawn_ctx *c, const char *step, const char *const *
     else if (out[0])
         append(detail, sizeof detail, &dn, ": ");
     if (WIFEXITED(status) && WEXITSTATUS(status) == 127 && !out[0])
-        append(detail, sizeof detail, &dn, argv[0]);
+        append(detail, sizeof detail, &dn, h->path);
     /* One line of its message, without the trailing newline. */
     for (char *q = out; *q; q++)
         if (*q == '\n') {
@@ -445,7 +472,18 @@ static int run_helper(struct spawn_ctx *c, const char *step, const char *const *
             break;
         }
     append(detail, sizeof detail, &dn, out);
-    return ct_fail(c->err, name, detail, 0);
+    /* The first failure is the one reported. */
+    if (c->err->step[0])
+        return -1;
+    return ct_fail(c->err, h->name, detail, 0);
+}
+
+static int run_helper(struct spawn_ctx *c, const char *step, const char *const *argv, int pid)
+{
+    struct helper_run h;
+    if (helper_start(c, step, argv, pid, &h) < 0)
+        return -1;
+    return helper_finish(c, &h);
 }
 
 /* Write the child's id maps (or have newuidmap/newgidmap write them), run
@@ -457,17 +495,28 @@ static int map_and_release(struct spawn_ctx *c, int pid)
     struct ct_spec *s = c->spec;
     close(c->go_r);
     int ok;
-    if (s->gidmap_helper)
-        ok = run_helper(c, NULL, s->gidmap_helper, pid) == 0;
-    else
-        /* Only an unprivileged writer must deny setgroups (and then the
-         * container cannot call it); root keeps it for the container. */
-        ok = !s->gid_map || ((geteuid() == 0 || write_file(pid, "setgroups", "deny", c->err) == 0) &&
-                             write_file(pid, "gid_map", s->gid_map, c->err) == 0);
-    if (ok && s->uidmap_helper)
-        ok = run_helper(c, NULL, s->uidmap_helper, pid) == 0;
-    else if (ok)
-        ok = !s->uid_map || write_file(pid, "uid_map", s->uid_map, c->err) == 0;
+    if (s->gidmap_helper && s->uidmap_helper) {
+        /* Independent (each writes its own file): both at once, which
+         * halves the cost of two setuid programs starting. */
+        struct helper_run g, u;
+        int g_ok = helper_start(c, NULL, s->gidmap_helper, pid, &g) == 0;
+        int u_ok = g_ok && helper_start(c, NULL, s->uidmap_helper, pid, &u) == 0;
+        g_ok = g_ok && helper_finish(c, &g) == 0;
+        u_ok = u_ok && helper_finish(c, &u) == 0;
+        ok = g_ok && u_ok;
+    } else {
+        if (s->gidmap_helper)
+            ok = run_helper(c, NULL, s->gidmap_helper, pid) == 0;
+        else
+            /* Only an unprivileged writer must deny setgroups (and then the
+             * container cannot call it); root keeps it for the container. */
+            ok = !s->gid_map || ((geteuid() == 0 || write_file(pid, "setgroups", "deny", c->err) == 0) &&
+                                 write_file(pid, "gid_map", s->gid_map, c->err) == 0);
+        if (ok && s->uidmap_helper)
+            ok = run_helper(c, NULL, s->uidmap_helper, pid) == 0;
+        else if (ok)
+            ok = !s->uid_map || write_file(pid, "uid_map", s->uid_map, c->err) == 0;
+    }
     /* The child waits for the go byte before it mounts anything: the
      * helper's mount on rootfs is in place when it looks. */
     if (ok && s->root_helper)
