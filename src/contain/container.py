@@ -795,10 +795,16 @@ class Container:
         # A previous run's monitor may still be removing the cgroups of this
         # name: it must be gone before they are made again.
         self._await_monitor_exit(state)
-        with contextlib.suppress(NotFound):
-            manager.open(self.id).remove()
+        if state["State"]["StartedAt"] != _timefmt.ZERO:
+            with contextlib.suppress(NotFound):
+                manager.open(self.id).remove()
         try:
-            cgroup = manager.create(self.id, resources)
+            try:
+                cgroup = manager.create(self.id, resources)
+            except Conflict:
+                # A first start that died before its record was saved.
+                manager.open(self.id).remove()
+                cgroup = manager.create(self.id, resources)
         except RuntimeFailure as exc:
             if exc.errno != _errno.ENOENT:
                 raise

@@ -1019,16 +1019,29 @@ class CgroupManager:
             del paths["cpuset"]
         cg = Cgroup(name, paths, self.mode, self._sc)
         self._precheck(cg, resources.needs())
-        self._ensure_parent()
+        # On v1 the shared parents are made (and checked) only when a mkdir
+        # says one is missing: nothing else changes them, and checking them
+        # costs a start a dozen system calls.  On v2 their controllers are
+        # checked every time (the parent's subtree_control is shared).
+        parents_checked = self.mode == "v2"
+        if parents_checked:
+            self._ensure_parent()
         created: list[str] = []
         try:
             for d in cg.dirs():
-                try:
-                    self._sc.mkdir(d)
-                except FileExistsError:
-                    raise Conflict(f"cgroup {name!r} exists already ({d})") from None
-                except OSError as exc:
-                    raise _fail("cgroup mkdir", exc, d) from None
+                while True:
+                    try:
+                        self._sc.mkdir(d)
+                        break
+                    except FileExistsError:
+                        raise Conflict(f"cgroup {name!r} exists already ({d})") from None
+                    except FileNotFoundError as exc:
+                        if parents_checked:
+                            raise _fail("cgroup mkdir", exc, d) from None
+                        self._ensure_parent()
+                        parents_checked = True
+                    except OSError as exc:
+                        raise _fail("cgroup mkdir", exc, d) from None
                 created.append(d)
             cg._backend.init(cg, resources)
             cg.update(resources)

@@ -171,8 +171,8 @@ def _split_options(options: Sequence[str]) -> tuple[int, list[str], bool]:
 
 # (kind, source, target, fstype, options, attr, recursive, is_file, mode, dev)
 _MountEntry = tuple
-_MOUNT_ARRAYS: dict = {}  # entries -> (array, its strings): most starts repeat them
-_MOUNT_ARRAYS_MAX = 64
+_MOUNT_STRUCTS: dict = {}  # entry -> (struct ct_mount *, its strings): most recur every start
+_MOUNT_STRUCTS_MAX = 1024
 
 
 def _mount_entries(spec: Spec, userns: bool) -> tuple:
@@ -209,34 +209,42 @@ def _mount_entries(spec: Spec, userns: bool) -> tuple:
     return tuple(entries)
 
 
-def _mounts(keep: _Keep, spec: Spec, userns: bool):
-    """The spec's mounts as the native array.  The array is kept for the
-    next start with the same mounts (the native side only reads it)."""
-    entries = _mount_entries(spec, userns)
-    cached = _MOUNT_ARRAYS.get(entries)
+def _mount_struct(entry: _MountEntry):
+    """The native struct of one mount, made once per distinct entry (the
+    default mounts, devices and masked paths recur in every start)."""
+    cached = _MOUNT_STRUCTS.get(entry)
     if cached is None:
+        kind, source, target, fstype, options, attr, recursive, is_file, mode, dev = entry
         own = _Keep()
-        arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
-        own.items.append(arr)
-        for i, (kind, source, target, fstype, options, attr, recursive, is_file, mode, dev) \
-                in enumerate(entries):
-            cm = arr[i]
-            cm.kind = kind
-            cm.source = own.str(source)
-            cm.target = own.str(target)
-            cm.fstype = own.str(fstype)
-            cm.options = own.str(options)
-            cm.attr = attr
-            cm.recursive = bool(recursive)
-            cm.is_file = bool(is_file)
-            cm.mode = mode
-            cm.dev = dev
-            cm.fd = -1
-        if len(_MOUNT_ARRAYS) >= _MOUNT_ARRAYS_MAX:
-            _MOUNT_ARRAYS.clear()
-        cached = _MOUNT_ARRAYS[entries] = (arr, own)
-    keep.items.append(cached)
-    return cached[0], len(entries)
+        cm = ffi.new("struct ct_mount *")
+        cm.kind = kind
+        cm.source = own.str(source)
+        cm.target = own.str(target)
+        cm.fstype = own.str(fstype)
+        cm.options = own.str(options)
+        cm.attr = attr
+        cm.recursive = bool(recursive)
+        cm.is_file = bool(is_file)
+        cm.mode = mode
+        cm.dev = dev
+        cm.fd = -1
+        if len(_MOUNT_STRUCTS) >= _MOUNT_STRUCTS_MAX:
+            _MOUNT_STRUCTS.clear()
+        cached = _MOUNT_STRUCTS[entry] = (cm, own)
+    return cached
+
+
+def _mounts(keep: _Keep, spec: Spec, userns: bool):
+    """The spec's mounts as the native array (the native side only reads it)."""
+    entries = _mount_entries(spec, userns)
+    arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
+    keep.items.append(arr)
+    size = ffi.sizeof("struct ct_mount")
+    for i, entry in enumerate(entries):
+        cached = _mount_struct(entry)
+        keep.items.append(cached)  # its strings live until the call returns
+        ffi.memmove(ffi.addressof(arr, i), cached[0], size)
+    return arr, len(entries)
 
 
 def _idmap(mappings) -> Optional[str]:
