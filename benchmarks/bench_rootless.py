@@ -35,12 +35,13 @@ import shutil
 import signal
 import socket
 import stat
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from typing import Optional
+
+import _turns
 
 SUBUID = "/etc/subuid"
 SUBGID = "/etc/subgid"
@@ -105,24 +106,6 @@ def _drop_lines(path: str, name: str) -> None:
     os.chown(tmp, st.st_uid, st.st_gid)
     os.chmod(tmp, stat.S_IMODE(st.st_mode))
     os.replace(tmp, path)
-
-
-def _free_subid_start() -> int:
-    """A start for a 65536-id range that overlaps nobody's."""
-    used = []
-    for path in (SUBUID, SUBGID):
-        try:
-            with open(path) as f:
-                for line in f:
-                    parts = line.strip().split(":")
-                    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                        used.append((int(parts[1]), int(parts[1]) + int(parts[2])))
-        except FileNotFoundError:
-            pass
-    start = 1_000_000
-    while any(a < start + 65536 and start < b for a, b in used):
-        start += 65536
-    return start
 
 
 def _pids_of(uids: range) -> list[int]:
@@ -215,7 +198,9 @@ def orchestrate(args) -> int:
         # useradd may have assigned ranges (SUB_UID_MIN...); ours, known, instead.
         for path in (SUBUID, SUBGID):
             _drop_lines(path, name)
-        start = _free_subid_start()
+        from contain.linux.rootless import free_subid_start
+
+        start = free_subid_start()
         for path in (SUBUID, SUBGID):
             with open(path, "a") as f:
                 f.write(f"{name}:{start}:65536\n")
@@ -278,7 +263,7 @@ def orchestrate(args) -> int:
 def report(result: dict) -> None:
     if not result:
         return
-    n, medians = result["n"], result["medians"]
+    medians = result["medians"]
     ref = medians.get(CRUN)
     print(f"\nstart-to-exit of /bin/true as an ordinary user (uid {result['uid']}, "
           f"{result['subids']} subordinate ids), medians of n runs "
@@ -294,7 +279,7 @@ def report(result: dict) -> None:
         print(f"  {name}: {sum(kinds.values())} of its runs FAILED (not in the median):")
         for text, count in sorted(kinds.items(), key=lambda kv: -kv[1]):
             print(f"    {count:4d} x {text}")
-    none, slirp = medians.get(CONTAIN_NONE), medians.get(CONTAIN_SLIRP)
+    none = medians.get(CONTAIN_NONE)
     print("goals of issue 11:")
     for name, how in ((CONTAIN_SLIRP, "/bin/true"), (CONTAIN_SLIRP_UP, "sleep + kill")):
         if name in medians:
@@ -309,26 +294,10 @@ def report(result: dict) -> None:
 
 # ----------------------------------------------- as the user: the figures
 def interleaved(runners: dict, n: int, failures: dict) -> tuple[dict, dict]:
-    """Median ms of each runner, taking turns run by run (this VM's speed
-    drifts over minutes); a runner with every=k runs on every k-th turn.
-    A failed run is counted by its error (in `failures`) and left out of
-    the median."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for i in range(n):
-        for name, (fn, every) in runners.items():
-            if i % every:
-                continue
-            t = time.perf_counter()
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 -- reported with the figures
-                kinds = failures.setdefault(name, {})
-                text = f"{type(exc).__name__}: {exc}"[:300]
-                kinds[text] = kinds.get(text, 0) + 1
-                continue
-            times[name].append((time.perf_counter() - t) * 1000)
-    return ({name: statistics.median(ts) for name, ts in times.items() if ts},
-            {name: len(ts) for name, ts in times.items() if ts})
+    """Median ms and number of good runs of each runner, taking turns run by
+    run; a failed run is counted by its error (in `failures`) and left out."""
+    times = _turns.take_turns(runners, n, failures)
+    return _turns.medians(times), {name: len(ts) for name, ts in times.items() if ts}
 
 
 def _free_port() -> int:

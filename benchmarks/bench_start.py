@@ -15,31 +15,21 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import contain
+from _turns import medians, take_turns
 from contain._busybox import make_rootfs
 from contain.linux import defaults, runtime
 from contain.linux.spec import Linux, Namespace, Process, Root, Spec
 
 
 def interleaved(runners: dict, n: int) -> dict[str, float]:
-    """Median ms of each runner, taking turns run by run: this VM's speed
-    drifts by tens of percent over minutes, and taking turns gives every
-    tool the same conditions.  A runner with every=k runs on every k-th turn."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for i in range(n):
-        for name, (fn, every) in runners.items():
-            if i % every:
-                continue
-            t = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t) * 1000)
-    return {name: statistics.median(ts) for name, ts in times.items() if ts}
+    """Median ms of each runner, the tools taking turns run by run."""
+    return medians(take_turns(runners, n))
 
 
 def bundle(rootfs: str, path: str) -> str:

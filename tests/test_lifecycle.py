@@ -349,6 +349,17 @@ def test_init_forwards_signals_and_reaps(run):
     assert z.wait(timeout=30) == 0
 
 
+def _spares(root: str) -> list[str]:
+    return [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+
+
+def _python(code: str) -> str:
+    """Run `code` in another Python process; its output."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 @pytest.fixture
 def fresh(tmp_path, busybox_rootfs):
     """A state root of the test's own with the busybox image; what the test
@@ -371,7 +382,7 @@ def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(fresh,
     assert first.wait(timeout=30) == 0
     kept_upper = os.stat(os.path.join(first._dir, "upper")).st_ino
     first.remove()
-    spares = [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+    spares = _spares(root)
     assert len(spares) == 1, spares
 
     second = Container.create(image, ["sh", "-c", "ls /; cat /etc/hostname"], root=root)
@@ -379,7 +390,7 @@ def test_a_removed_containers_directory_is_reused_and_holds_nothing_of_it(fresh,
         # The spare became this container's directory: same inodes, nothing
         # left of the first container (record, exit, logs).
         assert os.stat(os.path.join(second._dir, "upper")).st_ino == kept_upper
-        assert not [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+        assert not _spares(root)
         assert second.status == "created" and second.exit_code in (None, 0)
         assert second.logs() == b""
         assert not os.path.exists(os.path.join(second._dir, "exit"))
@@ -399,7 +410,7 @@ def test_a_directory_with_a_changed_layer_is_not_reused(fresh, monkeypatch):
         c = Container.run(image, cmd, root=root)
         assert c.wait(timeout=30) == 0, c.logs()
         c.remove()
-        assert not [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")], cmd
+        assert not _spares(root), cmd
     c = Container.run(image, ["sh", "-c", "ls -ld / /left-behind /bin/true 2>&1; true"], root=root)
     try:
         assert c.wait(timeout=30) == 0
@@ -418,15 +429,13 @@ def test_spares_are_bounded_and_found_by_another_process(fresh, monkeypatch):
     made = [Container.create(image, ["true"], root=root) for _ in range(Root.SPARES + 3)]
     for c in made:
         c.remove()
-    spares = [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+    spares = _spares(root)
     assert len(spares) == Root.SPARES
-    code = ("import contain; c = contain.Container.run(%r, ['true'], root=%r); "
-            "print(c.wait(timeout=30)); c.remove()" % (image.id, root))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr
+    out = _python("import contain; c = contain.Container.run(%r, ['true'], root=%r); "
+                  "print(c.wait(timeout=30)); c.remove()" % (image.id, root))
+    assert out.strip() == "0"
     wait_for_discards()
-    assert len([n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]) \
-        == Root.SPARES
+    assert len(_spares(root)) == Root.SPARES
 
 
 def test_roots_mounted_ahead_are_used_and_refused_when_changed(fresh):
@@ -448,12 +457,10 @@ def test_roots_mounted_ahead_are_used_and_refused_when_changed(fresh):
     # before start): the root mounted ahead no longer fits and is not used.
     c = Container.create(image, ["sh", "-c", "cat /copied/in; echo y > /copied/more; ls /copied"], root=root)
     try:
-        code = ("import contain, io, tarfile; c = contain.Container.get(%r, root=%r); b = io.BytesIO(); "
+        _python("import contain, io, tarfile; c = contain.Container.get(%r, root=%r); b = io.BytesIO(); "
                 "t = tarfile.open(fileobj=b, mode='w'); i = tarfile.TarInfo('copied/in'); i.size = 6; "
                 "t.addfile(i, io.BytesIO(b'hello\\n')); t.close(); c.put_archive('/', b.getvalue())"
                 % (c.id, root))
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
         refused = prep.refused
         c.start()
         assert c.wait(timeout=30) == 0, c.logs()
@@ -478,7 +485,7 @@ def test_a_name_is_a_link_to_the_containers_id_file(fresh, monkeypatch):
     assert sorted(os.listdir(names)) == ["beta"] and Container.get("beta", root=root).id == c.id
     c.remove()
     assert os.listdir(names) == []
-    spare = [n for n in os.listdir(os.path.join(root, "containers")) if n.startswith(".spare-")]
+    spare = _spares(root)
     assert len(spare) == 1
     d = Container.create(image, ["true"], root=root, name="alpha")  # the spare, with a new id
     try:

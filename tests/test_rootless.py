@@ -276,24 +276,6 @@ def _remove_subids(user: str) -> None:
             os.replace(path + ".contain-tmp", path)
 
 
-def _free_subid_start() -> int:
-    """A start for a 65536-id range that overlaps nobody's."""
-    used = []
-    for path in (rootless.SUBUID, rootless.SUBGID):
-        try:
-            with open(path) as f:
-                for line in f:
-                    parts = line.strip().split(":")
-                    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                        used.append((int(parts[1]), int(parts[1]) + int(parts[2])))
-        except FileNotFoundError:
-            pass
-    start = 1_000_000
-    while any(a < start + 65536 and start < b for a, b in used):
-        start += 65536
-    return start
-
-
 class User:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -350,7 +332,7 @@ def user():
     try:
         # useradd may have assigned ranges (SUB_UID_MIN...); ours, known, instead.
         _remove_subids(name)
-        start = _free_subid_start()
+        start = rootless.free_subid_start()
         for path in (rootless.SUBUID, rootless.SUBGID):
             with open(path, "a") as f:
                 f.write(f"{name}:{start}:65536\n")

@@ -18,24 +18,49 @@ _renameat2 = getattr(_libc, "renameat2", None)
 _exchange_works = _renameat2 is not None
 
 
-def _swap_in(tmp: str, path: str) -> None:
-    """Put tmp at path atomically.  An exchange and an unlink, rather than a
-    rename over the old file: ext4 (auto_da_alloc) starts writing the new
-    file back at a replacing rename, which costs about 0.3 ms per state
-    write; an exchange costs a third of that.  Readers see the old file or
-    the new one, as with a rename."""
+def _exchange(new: str, path: str) -> bool:
+    """Swap `new` and `path` atomically; False when there is nothing at
+    `path` yet or the filesystem cannot (the caller renames instead).  An
+    exchange rather than a rename over the old file: ext4 (auto_da_alloc)
+    starts writing the new file back at a replacing rename, which costs
+    about 0.3 ms per state write; an exchange a third of that.  Readers see
+    the old file or the new one, as with a rename."""
     global _exchange_works
-    if _exchange_works:
-        if _renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_EXCHANGE) == 0:
-            os.unlink(tmp)  # now the old content
-            return
-        e = ctypes.get_errno()
-        if e in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
-            _exchange_works = False  # a filesystem or kernel without it
-        elif e != errno.ENOENT:  # ENOENT: nothing to exchange with yet
-            os.unlink(tmp)
-            raise OSError(e, os.strerror(e), path)
-    os.replace(tmp, path)
+    if not _exchange_works:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(path), _RENAME_EXCHANGE) == 0:
+        return True
+    e = ctypes.get_errno()
+    if e in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        _exchange_works = False  # a filesystem or kernel without it
+    elif e != errno.ENOENT:  # ENOENT: nothing to exchange with yet
+        raise OSError(e, os.strerror(e), path)
+    return False
+
+
+def _swap_in(tmp: str, path: str) -> None:
+    """Put tmp at path atomically (the old content goes)."""
+    try:
+        exchanged = _exchange(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    if exchanged:
+        os.unlink(tmp)  # now the old content
+    else:
+        os.replace(tmp, path)
+
+
+def overwrite(path: str, data: bytes) -> None:
+    """Write `data` as the whole of `path` in place (made if missing): a
+    file that is kept and rewritten frees and allocates no block when its
+    size stays within them (unlike O_TRUNC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
 
 
 _CRC_KEY = b',"_crc":'
@@ -65,22 +90,9 @@ def write_json(path: str, data: Any, *, serialized: bool = False) -> None:
         raise ValueError("a serialized write takes a non-empty dict")
     raw = body[:-1] + _CRC_KEY + str(zlib.crc32(body)).encode() + b"}"
     nxt = path + ".next"
-    fd = os.open(nxt, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        os.pwrite(fd, raw, 0)
-        os.ftruncate(fd, len(raw))
-    finally:
-        os.close(fd)
-    global _exchange_works
-    if _exchange_works:
-        if _renameat2(_AT_FDCWD, os.fsencode(nxt), _AT_FDCWD, os.fsencode(path), _RENAME_EXCHANGE) == 0:
-            return
-        e = ctypes.get_errno()
-        if e in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
-            _exchange_works = False
-        elif e != errno.ENOENT:
-            raise OSError(e, os.strerror(e), path)
-    os.replace(nxt, path)
+    overwrite(nxt, raw)
+    if not _exchange(nxt, path):
+        os.replace(nxt, path)
 
 
 def _parse(raw: bytes) -> Any:

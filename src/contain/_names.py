@@ -8,6 +8,7 @@ import re
 import secrets
 from typing import Optional
 
+from ._jsonfile import overwrite
 from .errors import Conflict, InvalidArgument
 
 ADJECTIVES = """admiring adoring affectionate agitated amazing angry awesome beautiful blissful
@@ -95,13 +96,7 @@ def claim_generated(names_dir: str, cid: str, *, link_to: Optional[str] = None) 
 def write_id_file(path: str, cid: str) -> str:
     """The container directory's `id` file, which its names link to
     (rewritten in place in a reused directory)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        data = cid.encode()
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
-    finally:
-        os.close(fd)
+    overwrite(path, cid.encode())
     return path
 
 

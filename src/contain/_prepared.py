@@ -188,16 +188,13 @@ class Preparer:
                         self._release(r)
 
     def _make(self, key: tuple) -> Optional[_Ready]:
-        from ._root import remove_tree
+        from ._root import clear_volatile_marker
         from .linux.runtime import mount_overlay
 
         path = os.path.join(self._containers, f"{PREFIX}{self._pid}-{secrets.token_hex(6)}")
         try:
-            if not self._root.take_spare(path):
-                os.mkdir(path, 0o700)
-                for sub in ("upper", "work"):
-                    os.mkdir(os.path.join(path, sub), 0o755)
-            remove_tree(os.path.join(path, "work", "work", "incompat"))
+            self._root.new_container_dir(path)
+            clear_volatile_marker(path)
             fd = mount_overlay(list(key), os.path.join(path, "upper"), os.path.join(path, "work"))
         except Exception:  # whatever failed, starts mount on the spot
             if os.path.exists(path):
@@ -214,11 +211,8 @@ class Preparer:
         as a spare (a spare's files are all there, its layer is empty)."""
         with contextlib.suppress(OSError):
             os.close(r.fd)
-        with contextlib.suppress(Exception):
-            trash = os.path.join(self._containers, ".removing-" + os.path.basename(r.path).split("-")[-1])
-            os.rename(r.path, trash)
-            if not self._root.recycle(trash):
-                self._root.discard(trash)
+        with contextlib.suppress(OSError):
+            self._root.retire(r.path, os.path.basename(r.path).split("-")[-1])
 
     def close(self) -> None:
         with self._cond:

@@ -93,6 +93,12 @@ def remove_tree(path: str, _depth: int = 0) -> None:
         shutil.rmtree(path, onerror=retry)
 
 
+def clear_volatile_marker(cdir: str) -> None:
+    """An overlay mounted with "volatile" refuses the same work directory
+    until the marker its clean unmount left is gone."""
+    remove_tree(os.path.join(cdir, "work", "work", "incompat"))
+
+
 def discard_later(path: str, remover: Optional[Callable[[str], None]] = None) -> None:
     """Delete `path` in the background (with `remover`, default remove_tree)."""
     global _discarder, _last_put
@@ -223,6 +229,30 @@ class Root:
                 if self._preparer is None:
                     self._preparer = Preparer(self)
         return self._preparer
+
+    def drop_prepared(self, cid: str) -> None:
+        """Unmount the root made ahead for container `cid`, if this process
+        holds one (its layers are about to be mounted or changed otherwise)."""
+        if self._preparer is not None:
+            self._preparer.drop(cid)
+
+    def new_container_dir(self, dest: str) -> None:
+        """Make `dest` a container directory (upper/ and work/ in it): a
+        spare renamed there, else made."""
+        if not self.take_spare(dest):
+            os.mkdir(dest, 0o700)
+            for sub in ("upper", "work"):
+                os.mkdir(os.path.join(dest, sub), 0o755)
+
+    def retire(self, path: str, token: str) -> None:
+        """Take a container directory out of the way at once (renamed, so it
+        is never mistaken for a container) and keep it as a spare or delete
+        it in the background."""
+        trash = os.path.join(self.containers, f".removing-{token}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, trash)
+            if not self.recycle(trash):
+                self.discard(trash)
 
     def take_spare(self, dest: str) -> bool:
         """Rename a spare container directory to `dest`; False if none is left."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import fcntl
+import functools
 import os
 import re
 import select
@@ -37,7 +38,7 @@ import attrs
 
 from . import _names, _timefmt
 from ._jsonfile import load_json as _load_json, write_json as _write_json
-from ._root import Root, RootArg, get_root, remove_tree
+from ._root import Root, RootArg, clear_volatile_marker, get_root
 from .errors import (
     Conflict,
     ContainError,
@@ -76,6 +77,20 @@ def _open_pidfd(pid: int, start: Optional[int]) -> Optional[int]:
         os.close(fd)
         return None
     return fd
+
+
+def _signal_process(pid: int, start: Optional[int], sig: int) -> bool:
+    """Send `sig` to the process `pid` started at `start`; False if it is gone."""
+    fd = _open_pidfd(pid, start)
+    if fd is None:
+        return False
+    try:
+        _signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _signal_number(sig: Union[int, str, None]) -> int:
@@ -560,10 +575,8 @@ class Container:
         try:
             prep = r.preparer
             lowers = [r.init_layer()] + r.image_layers(img.id)
-            if not (prep is not None and prep.take(cdir, lowers, cid)) and not r.take_spare(cdir):
-                os.mkdir(cdir, 0o700)
-                for sub in ("upper", "work"):
-                    os.mkdir(os.path.join(cdir, sub), 0o755)
+            if prep is None or not prep.take(cdir, lowers, cid):
+                r.new_container_dir(cdir)
             # The name is a hard link to the directory's id file.
             id_file = _names.write_id_file(os.path.join(cdir, "id"), cid)
             if name is not None:
@@ -641,8 +654,7 @@ class Container:
             }
             _write_json(os.path.join(cdir, "state.json"), state, serialized=True)  # nobody knows cdir yet
         except BaseException:
-            if r.preparer is not None:
-                r.preparer.drop(cid)
+            r.drop_prepared(cid)
             shutil.rmtree(cdir, ignore_errors=True)
             if name is not None:
                 _names.release(r.names, name, cid)
@@ -770,6 +782,27 @@ class Container:
 
             userspace.release(self._root, self.id, background=ended)
 
+    def _make_cgroup(self, state: dict):
+        manager = self._root.cgroups
+        resources = Resources(**state["_contain"]["resources"])
+        if state["State"]["StartedAt"] != _timefmt.ZERO:
+            with contextlib.suppress(NotFound):
+                manager.open(self.id).remove()  # what an earlier run left
+        for attempt in (1, 2):
+            try:
+                return manager.create(self.id, resources)
+            except Conflict:
+                if attempt == 2:
+                    raise
+                # A first start that died before its record was saved.
+                manager.open(self.id).remove()
+            except RuntimeFailure as exc:
+                if exc.errno != _errno.ENOENT or attempt == 2:
+                    raise
+                # The shared parent was removed by another process's last
+                # container between its creation and ours: make it again.
+        raise AssertionError("unreachable")
+
     def _start_prepared(self, state: dict, prepared) -> None:
         spec = self._spec(state)
         join_fds = []
@@ -780,37 +813,17 @@ class Container:
         spec.mounts += [Mount(dst, "bind", src, ["bind", "rw"]) for dst, src in prepared.files.items()]
         state["NetworkSettings"] = prepared.settings
         # The root mounted ahead for this container, if it still fits.
-        overlay_fd = -1
-        if self._root.preparer is not None and not state["_contain"].get("userns"):
-            overlay_fd = self._root.preparer.claim(self.id, spec.root.lowerdirs)
+        prep = self._root.preparer
+        overlay_fd = prep.claim(self.id, spec.root.lowerdirs) if prep is not None else -1
         if overlay_fd < 0:
-            # An overlay mounted with "volatile" refuses the same workdir
-            # until this marker, left by the previous clean unmount, is gone.
-            remove_tree(self._path("work/work/incompat"))
+            clear_volatile_marker(self._dir)
         # The last run's record goes; its file is the monitor's next one.
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._path("exit"), self._path("exit.tmp"))
-        resources = Resources(**state["_contain"]["resources"])
-        manager = self._root.cgroups
         # A previous run's monitor may still be removing the cgroups of this
         # name: it must be gone before they are made again.
         self._await_monitor_exit(state)
-        if state["State"]["StartedAt"] != _timefmt.ZERO:
-            with contextlib.suppress(NotFound):
-                manager.open(self.id).remove()
-        try:
-            try:
-                cgroup = manager.create(self.id, resources)
-            except Conflict:
-                # A first start that died before its record was saved.
-                manager.open(self.id).remove()
-                cgroup = manager.create(self.id, resources)
-        except RuntimeFailure as exc:
-            if exc.errno != _errno.ENOENT:
-                raise
-            # The shared parent was removed by another process's last
-            # container between its creation and ours: make it again.
-            cgroup = manager.create(self.id, resources)
+        cgroup = self._make_cgroup(state)
         fds: list[int] = [overlay_fd] if overlay_fd >= 0 else []
         exited_r = -1
         try:
@@ -1146,7 +1159,7 @@ class Container:
         container is stopped and started again around it)."""
         from ._checkpoint import checkpoint
 
-        self._drop_prepared()
+        self._root.drop_prepared(self.id)
         checkpoint(self, name, timeout=timeout)
 
     def reset(self, name: Optional[str] = None, restart: Optional[bool] = None) -> None:
@@ -1154,7 +1167,7 @@ class Container:
         restarting the process if it was running."""
         from ._checkpoint import reset
 
-        self._drop_prepared()
+        self._root.drop_prepared(self.id)
         reset(self, name, restart=restart)
 
     def pause(self) -> None:
@@ -1203,19 +1216,9 @@ class Container:
         if not state["State"]["Running"]:
             raise Conflict(f"container {self.short_id} is not running")
         extra = state["_contain"]
-
-        def wake() -> bool:
-            fd = _open_pidfd(extra.get("monitor_pid", 0), extra.get("monitor_start"))
-            if fd is None:
-                return False
-            try:
-                _signal.pidfd_send_signal(fd, _signal.SIGUSR1)
-                return True
-            except ProcessLookupError:
-                return False
-            finally:
-                os.close(fd)
-
+        # The monitor makes its socket when asked (SIGUSR1).
+        wake = functools.partial(_signal_process, extra.get("monitor_pid", 0), extra.get("monitor_start"),
+                                 _signal.SIGUSR1)
         return Attachment(connect(self._dir, wake))
 
     def attach_terminal(self, detach_keys: str = "ctrl-p,ctrl-q") -> Optional[int]:
@@ -1253,28 +1256,16 @@ class Container:
 
             remove_anonymous(state, root=self._root)
 
-    def _drop_prepared(self) -> None:
-        """Unmount the root made ahead for this container, if this process
-        holds one (_prepared.py)."""
-        if self._root._preparer is not None:
-            self._root._preparer.drop(self.id)
-
     def _remove_files(self, state: dict) -> None:
-        self._drop_prepared()
+        self._root.drop_prepared(self.id)
         self._release_network(state, ended=state["State"]["Status"] != "running")
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()
         if state["State"]["Status"] == "exited":
             self._last_exit = state["State"]["ExitCode"]
         _names.release(self._root.names, state["Name"].lstrip("/"), self.id)
-        # Renamed away at once (a half-removed directory is never mistaken
-        # for a container), deleted in the background: the files of a dead
-        # container hold nothing anyone waits for.
-        trash = os.path.join(self._root.containers, f".removing-{self.id}")
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(self._dir, trash)
-            if not self._root.recycle(trash):
-                self._root.discard(trash)
+        # The files of a dead container hold nothing anyone waits for.
+        self._root.retire(self._dir, self.id)
         self._close_monitor_fds()
 
     def __enter__(self) -> "Container":
@@ -1318,13 +1309,13 @@ class Container:
                 return
         import ctypes
 
-        self._drop_prepared()  # two mounts of one writable layer must never be
+        self._root.drop_prepared(self.id)  # two mounts of one writable layer must never be
         libc = ctypes.CDLL(None, use_errno=True)
         lowers = self._lowerdirs(state)
         target = self._path("merged")
         os.makedirs(target, mode=0o755, exist_ok=True)
         if writable:
-            remove_tree(self._path("work/work/incompat"))
+            clear_volatile_marker(self._dir)
             opts = f"lowerdir={':'.join(lowers)},upperdir={self._path('upper')},workdir={self._path('work')}"
         else:
             opts = f"lowerdir={':'.join([self._path('upper')] + lowers)}"

@@ -1029,19 +1029,7 @@ class CgroupManager:
         created: list[str] = []
         try:
             for d in cg.dirs():
-                while True:
-                    try:
-                        self._sc.mkdir(d)
-                        break
-                    except FileExistsError:
-                        raise Conflict(f"cgroup {name!r} exists already ({d})") from None
-                    except FileNotFoundError as exc:
-                        if parents_checked:
-                            raise _fail("cgroup mkdir", exc, d) from None
-                        self._ensure_parent()
-                        parents_checked = True
-                    except OSError as exc:
-                        raise _fail("cgroup mkdir", exc, d) from None
+                parents_checked = self._mkdir(d, name, parents_checked)
                 created.append(d)
             cg._backend.init(cg, resources)
             cg.update(resources)
@@ -1086,6 +1074,22 @@ class CgroupManager:
                 raise _missing(controller, cg.name, f"not in {self.layout.v2}/cgroup.controllers")
         else:
             cg._backend.check(cg, needed)
+
+    def _mkdir(self, d: str, name: str, parents_checked: bool) -> bool:
+        """Make one directory of cgroup `name`, the shared parents too if one
+        is missing and they were not checked yet; returns whether they are."""
+        try:
+            self._sc.mkdir(d)
+            return parents_checked
+        except FileExistsError:
+            raise Conflict(f"cgroup {name!r} exists already ({d})") from None
+        except FileNotFoundError as exc:
+            if parents_checked:
+                raise _fail("cgroup mkdir", exc, d) from None
+        except OSError as exc:
+            raise _fail("cgroup mkdir", exc, d) from None
+        self._ensure_parent()
+        return self._mkdir(d, name, True)
 
     def _ensure_parent(self) -> None:
         for key, mount in self._mounts.items():

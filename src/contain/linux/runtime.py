@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import attrs
 
@@ -169,44 +169,57 @@ def _split_options(options: Sequence[str]) -> tuple[int, list[str], bool]:
     return attr, data, recursive
 
 
-# (kind, source, target, fstype, options, attr, recursive, is_file, mode, dev)
-_MountEntry = tuple
+class _MountEntry(NamedTuple):
+    """One struct ct_mount, as a hashable value."""
+    kind: int
+    target: str
+    source: Optional[str] = None
+    fstype: Optional[str] = None
+    options: Optional[str] = None
+    attr: int = 0
+    recursive: bool = False
+    is_file: bool = False
+    mode: int = 0
+    dev: int = 0
+
+
 _MOUNT_STRUCTS: dict = {}  # entry -> (struct ct_mount *, its strings): most recur every start
 _MOUNT_STRUCTS_MAX = 1024
 
 
-def _mount_entries(spec: Spec, userns: bool) -> tuple:
+def _mount_entries(spec: Spec, userns: bool) -> list[_MountEntry]:
+    E = _MountEntry
     entries: list[_MountEntry] = []
     for m in spec.mounts:
         attr, data, recursive = _split_options(m.options)
         if m.type == "bind":
             if not os.path.exists(m.source):
                 raise InvalidArgument(f"bind mount source does not exist: {m.source}")
-            entries.append((lib.CT_MOUNT_BIND, m.source, m.destination, None, None, attr,
-                            True if "bind" not in m.options else recursive,
-                            not os.path.isdir(m.source), 0, 0))
+            entries.append(E(lib.CT_MOUNT_BIND, m.destination, source=m.source, attr=attr,
+                             recursive=True if "bind" not in m.options else recursive,
+                             is_file=not os.path.isdir(m.source)))
         else:
-            entries.append((lib.CT_MOUNT_NEW, m.source or m.type, m.destination, m.type,
-                            ",".join(data), attr, False, False, 0, 0))
+            entries.append(E(lib.CT_MOUNT_NEW, m.destination, source=m.source or m.type, fstype=m.type,
+                             options=",".join(data), attr=attr))
     dev_is_tmpfs = any(m.destination == "/dev" and m.type == "tmpfs" for m in spec.mounts)
     for d in spec.linux.devices:
         if userns:
             # A user namespace may not create device nodes: bind the host's.
-            entries.append((lib.CT_MOUNT_BIND, d.path, d.path, None, None, 0, False, True, 0, 0))
+            entries.append(E(lib.CT_MOUNT_BIND, d.path, source=d.path, is_file=True))
         else:
             kind_bits = 0o020000 if d.type == "c" else 0o060000
-            entries.append((lib.CT_MOUNT_MKNOD, None, d.path, None, None, 0, False, False,
-                            kind_bits | d.file_mode, os.makedev(d.major, d.minor)))
+            entries.append(E(lib.CT_MOUNT_MKNOD, d.path, mode=kind_bits | d.file_mode,
+                             dev=os.makedev(d.major, d.minor)))
     if dev_is_tmpfs:
         for source, target in DEV_SYMLINKS:
-            entries.append((lib.CT_MOUNT_SYMLINK, source, target, None, None, 0, False, False, 0, 0))
+            entries.append(E(lib.CT_MOUNT_SYMLINK, target, source=source))
     for path, value in spec.linux.sysctl:
-        entries.append((lib.CT_MOUNT_WRITE, None, path, None, value, 0, False, False, 0, 0))
+        entries.append(E(lib.CT_MOUNT_WRITE, path, options=value))
     for path in spec.linux.masked_paths:
-        entries.append((lib.CT_MOUNT_MASK, None, path, None, None, 0, False, False, 0, 0))
+        entries.append(E(lib.CT_MOUNT_MASK, path))
     for path in spec.linux.readonly_paths:
-        entries.append((lib.CT_MOUNT_READONLY, None, path, None, None, 0, False, False, 0, 0))
-    return tuple(entries)
+        entries.append(E(lib.CT_MOUNT_READONLY, path))
+    return entries
 
 
 def _mount_struct(entry: _MountEntry):
@@ -214,19 +227,18 @@ def _mount_struct(entry: _MountEntry):
     default mounts, devices and masked paths recur in every start)."""
     cached = _MOUNT_STRUCTS.get(entry)
     if cached is None:
-        kind, source, target, fstype, options, attr, recursive, is_file, mode, dev = entry
         own = _Keep()
         cm = ffi.new("struct ct_mount *")
-        cm.kind = kind
-        cm.source = own.str(source)
-        cm.target = own.str(target)
-        cm.fstype = own.str(fstype)
-        cm.options = own.str(options)
-        cm.attr = attr
-        cm.recursive = bool(recursive)
-        cm.is_file = bool(is_file)
-        cm.mode = mode
-        cm.dev = dev
+        cm.kind = entry.kind
+        cm.source = own.str(entry.source)
+        cm.target = own.str(entry.target)
+        cm.fstype = own.str(entry.fstype)
+        cm.options = own.str(entry.options)
+        cm.attr = entry.attr
+        cm.recursive = bool(entry.recursive)
+        cm.is_file = bool(entry.is_file)
+        cm.mode = entry.mode
+        cm.dev = entry.dev
         cm.fd = -1
         if len(_MOUNT_STRUCTS) >= _MOUNT_STRUCTS_MAX:
             _MOUNT_STRUCTS.clear()
