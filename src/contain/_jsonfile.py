@@ -11,11 +11,23 @@ import time
 import zlib
 from typing import Any, Optional
 
+import orjson
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _libc = ctypes.CDLL(None, use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
 _exchange_works = _renameat2 is not None
+
+
+def _dumps(data: Any) -> bytes:
+    """Compact JSON (orjson: a tenth of the time of the json module's, which
+    counts at several records per container start); what orjson refuses
+    (keys that are not strings, integers past 64 bits) goes through json."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _exchange(new: str, path: str) -> bool:
@@ -78,14 +90,13 @@ def write_json(path: str, data: Any, *, serialized: bool = False) -> None:
     before the last swap could read it while it is being overwritten, so
     the content ends with a checksum of the rest (`"_crc"`, the last key):
     load_json reads again until it matches."""
-    text = json.dumps(data, separators=(",", ":"))
+    body = _dumps(data)
     if not serialized:
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(body)
         _swap_in(tmp, path)
         return
-    body = text.encode()
     if body == b"{}" or not body.startswith(b"{"):
         raise ValueError("a serialized write takes a non-empty dict")
     raw = body[:-1] + _CRC_KEY + str(zlib.crc32(body)).encode() + b"}"
@@ -98,7 +109,7 @@ def write_json(path: str, data: Any, *, serialized: bool = False) -> None:
 def _parse(raw: bytes) -> Any:
     i = raw.rfind(_CRC_KEY)
     if i < 0 or not raw.endswith(b"}"):
-        return json.loads(raw)  # written whole (not serialized), or torn: raises
+        return orjson.loads(raw)  # written whole (not serialized), or torn: raises
     body = raw[:i] + b"}"
     try:
         crc = int(raw[i + len(_CRC_KEY):-1])
@@ -106,7 +117,7 @@ def _parse(raw: bytes) -> Any:
         crc = -1
     if zlib.crc32(body) != crc:
         raise json.JSONDecodeError("checksum mismatch (read while being written)", "", 0)
-    return json.loads(body)
+    return orjson.loads(body)
 
 
 def load_json(path: str) -> Any:

@@ -10,8 +10,9 @@ ZERO = "0001-01-01T00:00:00Z"
 
 def rfc3339(ns: int) -> str:
     secs, frac = divmod(ns, 1_000_000_000)
-    base = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z"
+    t = time.gmtime(secs)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{frac:09d}Z")
 
 
 def now() -> str:

@@ -6,6 +6,7 @@ RuntimeFailure.  Choosing what goes into the spec is the callers' job.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import NamedTuple, Optional, Sequence
@@ -155,7 +156,12 @@ def _set_seccomp(keep: _Keep, cproc, program: Optional[bytes]) -> None:
     cproc.seccomp_len = len(program) // 8
 
 
-def _split_options(options: Sequence[str]) -> tuple[int, list[str], bool]:
+def _split_options(options: Sequence[str]) -> tuple[int, tuple[str, ...], bool]:
+    return _split_options_cached(tuple(options))
+
+
+@functools.lru_cache(maxsize=256)
+def _split_options_cached(options: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:
     attr, data, recursive = 0, [], False
     for opt in options:
         if opt in _ATTR_FLAGS:
@@ -166,7 +172,7 @@ def _split_options(options: Sequence[str]) -> tuple[int, list[str], bool]:
             continue
         else:
             data.append(opt)
-    return attr, data, recursive
+    return attr, tuple(data), recursive
 
 
 class _MountEntry(NamedTuple):
@@ -185,6 +191,10 @@ class _MountEntry(NamedTuple):
 
 _MOUNT_STRUCTS: dict = {}  # entry -> (struct ct_mount *, its strings): most recur every start
 _MOUNT_STRUCTS_MAX = 1024
+# The whole array for a list of entries: the containers of one image and
+# configuration ask for the same one at every start.
+_MOUNT_ARRAYS: dict = {}
+_MOUNT_ARRAYS_MAX = 64
 
 
 def _mount_entries(spec: Spec, userns: bool) -> list[_MountEntry]:
@@ -248,15 +258,20 @@ def _mount_struct(entry: _MountEntry):
 
 def _mounts(keep: _Keep, spec: Spec, userns: bool):
     """The spec's mounts as the native array (the native side only reads it)."""
-    entries = _mount_entries(spec, userns)
-    arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
-    keep.items.append(arr)
-    size = ffi.sizeof("struct ct_mount")
-    for i, entry in enumerate(entries):
-        cached = _mount_struct(entry)
-        keep.items.append(cached)  # its strings live until the call returns
-        ffi.memmove(ffi.addressof(arr, i), cached[0], size)
-    return arr, len(entries)
+    entries = tuple(_mount_entries(spec, userns))
+    cached = _MOUNT_ARRAYS.get(entries)
+    if cached is None:
+        arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
+        size = ffi.sizeof("struct ct_mount")
+        structs = [_mount_struct(entry) for entry in entries]
+        for i, (cm, _own) in enumerate(structs):
+            ffi.memmove(ffi.addressof(arr, i), cm, size)
+        if len(_MOUNT_ARRAYS) >= _MOUNT_ARRAYS_MAX:
+            _MOUNT_ARRAYS.clear()
+        # The array points into the structs' strings: they are kept with it.
+        cached = _MOUNT_ARRAYS[entries] = (arr, structs)
+    keep.items.append(cached)  # alive until the call returns, even if evicted meanwhile
+    return cached[0], len(entries)
 
 
 def _idmap(mappings) -> Optional[str]:

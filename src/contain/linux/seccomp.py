@@ -623,10 +623,15 @@ def program_for_setting(setting: Union[str, Mapping[str, Any], None], caps: Iter
     if setting in (None, "unconfined"):
         return None
     if setting == "default":
-        return compile_profile(caps)
+        return _default_program(tuple(caps))
     if isinstance(setting, Mapping):
         return compile_profile(caps, profile=from_json(setting))
     raise InvalidArgument(f"invalid seccomp setting: {setting!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _default_program(caps: tuple[str, ...]) -> bytes:
+    return compile_profile(caps)
 
 
 # ------------------------------------------------------------------- compiler

@@ -7,6 +7,7 @@ image's.  A bind mount pins the inode, so updates rewrite the file in place
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from typing import Iterable, Sequence
@@ -40,6 +41,7 @@ def hosts_text(own: Sequence[tuple[str, Sequence[str]]],
     return "".join(lines)
 
 
+@functools.lru_cache(maxsize=8)
 def resolv_text(host_text: str) -> str:
     """The host's resolv.conf without loopback nameservers (unreachable from a
     container's own namespace), falling back to public resolvers as Docker does."""
