@@ -114,6 +114,31 @@ static void remove_cgroups(void)
     }
 }
 
+/* The container's mount namespace, held from here: when its last process
+ * exits, the kernel then does not take its mounts down on that exit's path
+ * (0.5-1 ms before the exit is seen), but when this is closed, after the
+ * exit is recorded.  -1 when it could not be opened (the container was
+ * already gone): the kernel takes it down as it would. */
+static int hold_mount_ns(void)
+{
+    char buf[512];
+    int fd = open("/proc/self/fdinfo/3", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    const char *p = strstr(buf, "\nPid:");
+    int pid = p ? atoi(p + 6) : 0;
+    if (pid <= 0)
+        return -1;  /* not a pidfd, or its process has been reaped */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/mnt", pid);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 struct record {
     uint64_t time_ns;
     uint32_t length;
@@ -379,6 +404,9 @@ int main(int argc, char **argv)
             break;
         }
     }
+    /* fd 3 is the container's pidfd, and the container our child: its pid
+     * is not reused before we reap it. */
+    int mnt_ns = hold_mount_ns();
     /* attach.sock is made when somebody wants to attach (SIGUSR1, which
      * _attach.connect sends): most containers never see a client, and a
      * socket is a file to make and delete per start. */
@@ -530,6 +558,14 @@ int main(int argc, char **argv)
         if (streams[i].fd >= 0 && streams[i].used)
             emit(i + 1, streams[i].buf, streams[i].used, 1);
 
+    /* No new client once the exit is known: the socket goes before the
+     * record, so that whoever sees the exit sees no socket left. */
+    if (lfd >= 0) {
+        snprintf(path, sizeof path, "%s/attach.sock", dir);
+        unlink(path);
+        close(lfd);
+        lfd = -1;
+    }
     int code = info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
     snprintf(path, sizeof path, "%s/exit", dir);
     snprintf(tmp, sizeof tmp, "%s/exit.tmp", dir);
@@ -552,6 +588,9 @@ int main(int argc, char **argv)
     }
     if (exited_fd >= 0)
         close(exited_fd);
+    /* The mounts go now (their layers are the next start's to use). */
+    if (mnt_ns >= 0)
+        close(mnt_ns);
     /* Before we end: a start that follows at once must not find an old
      * cleaner removing its fresh cgroup of the same name. */
     remove_cgroups();
