@@ -1012,6 +1012,12 @@ class Container:
                 raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
             os.close(self._exited_fd)
             self._exited_fd = -1
+            # The exit is recorded: fold it in under the lock at once
+            # (rather than read the record first to learn it is running).
+            with contextlib.suppress(ContainerNotFound), self._locked():
+                st = self._refresh_locked()["State"]
+                if not st["Running"] and st["Status"] != "created":
+                    return st["ExitCode"]
         while True:
             try:
                 state = self._refresh()
