@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Callable, Optional, Union
 
+from .linux.rootless import is_rootless
 from .storage.store import Store, default_root
 
 _lock = threading.Lock()
@@ -336,9 +337,7 @@ class Root:
 
     @property
     def rootless(self) -> bool:
-        # As linux.rootless.is_rootless, without an import per call (asked
-        # several times per start).
-        return os.geteuid() != 0
+        return is_rootless()
 
     @property
     def id_maps(self):

@@ -599,10 +599,6 @@ int main(int argc, char **argv)
     for (int i = 0; i < MAX_CLIENTS; i++)
         if (clients[i].fd >= 0)
             drop_client(&clients[i]);
-    if (lfd >= 0) {
-        snprintf(path, sizeof path, "%s/attach.sock", dir);
-        unlink(path);
-    }
     if (restart) {
         /* Let contain decide on a restart, with the policy it recorded. */
         close(3);

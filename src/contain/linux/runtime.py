@@ -156,12 +156,8 @@ def _set_seccomp(keep: _Keep, cproc, program: Optional[bytes]) -> None:
     cproc.seccomp_len = len(program) // 8
 
 
-def _split_options(options: Sequence[str]) -> tuple[int, tuple[str, ...], bool]:
-    return _split_options_cached(tuple(options))
-
-
-@functools.lru_cache(maxsize=256)
-def _split_options_cached(options: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:
+@functools.lru_cache(maxsize=256)  # the same few option lists recur at every start
+def _split_options(options: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:
     attr, data, recursive = 0, [], False
     for opt in options:
         if opt in _ATTR_FLAGS:
@@ -191,17 +187,13 @@ class _MountEntry(NamedTuple):
 
 _MOUNT_STRUCTS: dict = {}  # entry -> (struct ct_mount *, its strings): most recur every start
 _MOUNT_STRUCTS_MAX = 1024
-# The whole array for a list of entries: the containers of one image and
-# configuration ask for the same one at every start.
-_MOUNT_ARRAYS: dict = {}
-_MOUNT_ARRAYS_MAX = 64
 
 
 def _mount_entries(spec: Spec, userns: bool) -> list[_MountEntry]:
     E = _MountEntry
     entries: list[_MountEntry] = []
     for m in spec.mounts:
-        attr, data, recursive = _split_options(m.options)
+        attr, data, recursive = _split_options(tuple(m.options))
         if m.type == "bind":
             if not os.path.exists(m.source):
                 raise InvalidArgument(f"bind mount source does not exist: {m.source}")
@@ -258,20 +250,15 @@ def _mount_struct(entry: _MountEntry):
 
 def _mounts(keep: _Keep, spec: Spec, userns: bool):
     """The spec's mounts as the native array (the native side only reads it)."""
-    entries = tuple(_mount_entries(spec, userns))
-    cached = _MOUNT_ARRAYS.get(entries)
-    if cached is None:
-        arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
-        size = ffi.sizeof("struct ct_mount")
-        structs = [_mount_struct(entry) for entry in entries]
-        for i, (cm, _own) in enumerate(structs):
-            ffi.memmove(ffi.addressof(arr, i), cm, size)
-        if len(_MOUNT_ARRAYS) >= _MOUNT_ARRAYS_MAX:
-            _MOUNT_ARRAYS.clear()
-        # The array points into the structs' strings: they are kept with it.
-        cached = _MOUNT_ARRAYS[entries] = (arr, structs)
-    keep.items.append(cached)  # alive until the call returns, even if evicted meanwhile
-    return cached[0], len(entries)
+    entries = _mount_entries(spec, userns)
+    arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
+    keep.items.append(arr)
+    size = ffi.sizeof("struct ct_mount")
+    for i, entry in enumerate(entries):
+        cached = _mount_struct(entry)
+        keep.items.append(cached)  # its strings live until the call returns
+        ffi.memmove(ffi.addressof(arr, i), cached[0], size)
+    return arr, len(entries)
 
 
 def _idmap(mappings) -> Optional[str]:

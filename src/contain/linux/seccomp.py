@@ -623,15 +623,10 @@ def program_for_setting(setting: Union[str, Mapping[str, Any], None], caps: Iter
     if setting in (None, "unconfined"):
         return None
     if setting == "default":
-        return _default_program(tuple(caps))
+        return compile_profile(caps)
     if isinstance(setting, Mapping):
         return compile_profile(caps, profile=from_json(setting))
     raise InvalidArgument(f"invalid seccomp setting: {setting!r}")
-
-
-@functools.lru_cache(maxsize=64)
-def _default_program(caps: tuple[str, ...]) -> bytes:
-    return compile_profile(caps)
 
 
 # ------------------------------------------------------------------- compiler
@@ -755,8 +750,13 @@ def compile_profile(caps: Iterable[str], arch: Optional[str] = None,
     `caps` (bounding set; "CAP_SYS_ADMIN" or "SYS_ADMIN") sees it, for `arch`
     (the host's unless given).  Cached by (profile digest, caps, arch)."""
     profile = profile or DEFAULT_PROFILE
-    return _compile_cached(profile.digest, profile, frozenset(_norm_cap(c) for c in caps),
-                           _norm_arch(arch))
+    return _compile_cached(profile.digest, profile, _cap_set(tuple(caps)), _norm_arch(arch))
+
+
+@functools.lru_cache(maxsize=64)
+def _cap_set(caps: tuple[str, ...]) -> frozenset[str]:
+    """The normalized set of a capability list (the same list at every start)."""
+    return frozenset(_norm_cap(c) for c in caps)
 
 
 @functools.lru_cache(maxsize=64)
