@@ -11,6 +11,8 @@ that it runs as an ordinary user and applies the rootless policy itself.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pwd
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 
 import pytest
 from conftest import host_leaks
@@ -95,30 +98,82 @@ def test_limits_without_delegation_are_refused():
     assert "no delegated cgroup v2 subtree for user alice" in str(info.value)
     assert "mem_limit" in str(info.value)
     rootless.check_resources(Resources(), delegated=None)
-    rootless.check_resources(Resources(memory=64 << 20), delegated="/sys/fs/cgroup/x")
+    with pytest.raises(InvalidArgument, match="offers no memory controller"):
+        rootless.check_resources(Resources(memory=64 << 20), delegated="/sys/fs/cgroup/nonexistent")
     with pytest.raises(InvalidArgument):
         rootless.NoCgroupManager("alice").create("c", Resources(pids_limit=10))
     assert rootless.NoCgroupManager("alice").create("c", Resources()).procs_files() == []
 
 
+def _fake_cgroup_files(d, subtree_control="\n"):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "cgroup.subtree_control").write_text(subtree_control)
+    (d / "cgroup.procs").write_text("")
+
+
 def test_delegation_detection_on_a_fake_tree(tmp_path):
     cg = tmp_path / "cgroup"
-    own = cg / "user.slice" / "user-1000.slice" / "user@1000.service" / "app.slice"
-    own.mkdir(parents=True)
-    deleg = own.parent
-    (deleg / "cgroup.subtree_control").write_text("cpu memory pids\n")
-    (deleg / "cgroup.procs").write_text("")
-    (own / "cgroup.subtree_control").write_text("")
-    (own / "cgroup.procs").write_text("")
-    (tmp_path / "self_cgroup").write_text("0::/user.slice/user-1000.slice/user@1000.service/app.slice\n")
+    deleg = cg / "user.slice" / "user-1000.slice" / "user@1000.service" / "app.slice"
+    own = deleg / "app-term.scope"
+    _fake_cgroup_files(own)
+    _fake_cgroup_files(deleg, "cpu memory pids\n")
+    (tmp_path / "self_cgroup").write_text("0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-term.scope\n")
     (tmp_path / "mountinfo").write_text(
         f"30 1 0:26 / {cg} rw,nosuid - cgroup2 cgroup2 rw\n")
-    found = rootless.delegated_cgroup(cgroup_root=str(cg), proc_self_cgroup=str(tmp_path / "self_cgroup"),
-                                      mountinfo=str(tmp_path / "mountinfo"))
-    assert found == str(deleg)
+
+    def found():
+        return rootless.delegated_cgroup(cgroup_root=str(cg), proc_self_cgroup=str(tmp_path / "self_cgroup"),
+                                         mountinfo=str(tmp_path / "mountinfo"))
+
+    # The parent first: it holds no process of its own, so it can pass controllers on.
+    assert found() == str(deleg)
+    # Delegated with no controllers enabled is still delegated.
     (deleg / "cgroup.subtree_control").write_text("\n")
-    assert rootless.delegated_cgroup(cgroup_root=str(cg), proc_self_cgroup=str(tmp_path / "self_cgroup"),
-                                     mountinfo=str(tmp_path / "mountinfo")) is None
+    assert found() == str(deleg)
+    # A parent that cannot be managed: the caller's own cgroup, where it is one.
+    (deleg / "cgroup.procs").unlink()
+    assert found() == str(own)
+    (own / "cgroup.subtree_control").unlink()
+    assert found() is None
+    # A cgroup right under the root: the root itself is never delegated.
+    _fake_cgroup_files(cg / "admin-given")
+    (tmp_path / "self_cgroup").write_text("0::/admin-given\n")
+    assert found() == str(cg / "admin-given")
+    (tmp_path / "self_cgroup").write_text("0::/\n")
+    assert found() is None
+
+
+def test_delegated_subtree_applies_limits_as_for_root(tmp_path):
+    from test_cgroups import FakeKernel, _get, make_v2
+
+    from contain.linux.cgroups import Resources
+
+    kernel = FakeKernel()
+    root, mountinfo = make_v2(tmp_path, kernel, controllers="cpu memory pids")
+    kernel.write(root + "/cgroup.subtree_control", "+cpu +memory +pids")
+    deleg = root + "/user.slice"
+    kernel.mkdir(deleg)
+    m = rootless.delegated_manager(deleg, cgroup_root=root, mountinfo=mountinfo, syscalls=kernel)
+    assert m.mode == "v2" and m.layout.v2_controllers == {"cpu", "memory", "pids"}
+    limits = Resources.from_docker(mem_limit="64m", cpus=0.5, pids_limit=10)
+    rootless.check_resources(limits, delegated=deleg)  # offered: no error
+    c = m.create("c1", limits)
+    d = deleg + "/contain/c1"
+    assert c.v2_path == d and c.procs_files() == [d + "/cgroup.procs"]
+    assert kernel.written(deleg + "/cgroup.subtree_control") == "+cpu +memory +pids"
+    assert _get(d + "/memory.max") == str(64 << 20)
+    assert _get(d + "/cpu.max") == "50000 100000"
+    assert _get(d + "/pids.max") == "10"
+    kernel.write(d + "/memory.current", "4096")
+    assert c.stats().memory_usage == 4096 and c.stats().memory_limit == 64 << 20
+    assert m.open("c1").v2_path == d
+    c.remove()
+    assert not os.path.exists(d)
+    # A controller the subtree does not offer: refused, naming it and the limit.
+    with pytest.raises(InvalidArgument) as info:
+        rootless.check_resources(Resources.from_docker(cpuset_cpus="0"), delegated=deleg)
+    assert f"the delegated cgroup v2 subtree {deleg} offers no cpuset controller" in str(info.value)
+    assert "cpuset_cpus" in str(info.value) and "cpu memory pids" in str(info.value)
 
 
 def test_this_host_has_no_delegation_for_root_either():
@@ -297,23 +352,26 @@ class User:
                 "XDG_RUNTIME_DIR": os.path.join(self.home, ".run"), "LANG": "C.UTF-8",
                 "PYTHONDONTWRITEBYTECODE": "1"}
 
-    def python(self, code: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run Python code as this user (through runuser, a clean environment)."""
+    def python(self, code: str, timeout: float = 60, cgroup: str | None = None) -> subprocess.CompletedProcess:
+        """Run Python code as this user (through runuser, a clean environment);
+        in the cgroup v2 directory `cgroup` when given (placed there by root
+        first, as a login manager would)."""
         script = os.path.join(self.home, f"script-{secrets.token_hex(4)}.py")
         with open(script, "w") as f:
             f.write(textwrap.dedent(code))
         os.chown(script, self.uid, self.gid)
         try:
-            return subprocess.run(["runuser", "-u", self.name, "--", "env", "-i",
+            place = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup] if cgroup else []
+            return subprocess.run([*place, "runuser", "-u", self.name, "--", "env", "-i",
                                    *[f"{k}={v}" for k, v in self.env().items()],
                                    sys.executable, script],
                                   capture_output=True, text=True, timeout=timeout, cwd=self.home)
         finally:
             os.unlink(script)
 
-    def result(self, code: str, timeout: float = 60):
+    def result(self, code: str, timeout: float = 60, cgroup: str | None = None):
         """Run `code` as the user; it prints one JSON document last."""
-        r = self.python(code, timeout)
+        r = self.python(code, timeout, cgroup)
         assert r.returncode == 0, f"as {self.name}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
         return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -470,6 +528,108 @@ except InvalidArgument as e:
     assert out["error"] and "no delegated cgroup v2 subtree for user " + user.name in out["error"]
     assert "mem_limit" in out["error"]
     assert out["left"] == []
+
+
+@pytest.fixture
+def delegated(user):
+    """A cgroup v2 subtree delegated to the user as systemd's Delegate= does
+    it (the directory and the files that manage it are the user's), with a
+    leaf the user's process is put in.  On this hybrid host the v2 tree has
+    no controllers: the subtree offers none."""
+    from contain.linux.cgroups import detect
+
+    v2 = detect().v2
+    if v2 is None:
+        pytest.skip("no cgroup2 hierarchy is mounted on this host")
+    top = os.path.join(v2, f"contain-deleg-{secrets.token_hex(3)}")
+    os.mkdir(top)
+    try:
+        caller = os.path.join(top, "caller")
+        os.mkdir(caller)
+        for d in (top, caller):
+            for p in (d, d + "/cgroup.procs", d + "/cgroup.subtree_control", d + "/cgroup.threads"):
+                os.chown(p, user.uid, user.gid)
+        yield top, caller
+    finally:
+        # Deepest first; a container's monitor may be removing its own meanwhile.
+        for d, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            try:
+                with open(d + "/cgroup.procs") as f:
+                    left = f.read().split()
+            except FileNotFoundError:
+                continue
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), 9)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+
+
+def test_containers_get_cgroups_in_a_delegated_subtree(user, delegated):
+    top, caller = delegated
+    with open(top + "/cgroup.controllers") as f:
+        offered = f.read().split()
+    out = user.result(_INTEGRATION + """
+import time
+from contain import Container
+from contain.errors import InvalidArgument
+from contain._root import get_root
+img = busybox_image()
+root = get_root()
+c = Container.run(img, ["sh", "-c", "cat /proc/self/cgroup; echo ready; sleep 60"],
+                  network="none")
+deadline = time.monotonic() + 10
+while b"ready" not in c.logs() and time.monotonic() < deadline:
+    time.sleep(0.01)
+pid = c.attrs["State"]["Pid"]
+cg = root.cgroups.open(c.id)
+with open(cg.v2_path + "/cgroup.procs") as f:
+    procs = f.read().split()
+c.pause()
+paused = c.status
+frozen = cg.frozen
+c.unpause()
+top_pids = [row[1] for row in c.top()["Processes"]]
+limited = {}
+try:
+    d = Container.run(img, ["sleep", "30"], network="none", mem_limit="64m", pids_limit=20)
+    with open(root.cgroups.open(d.id).v2_path + "/memory.max") as f:
+        limited["memory.max"] = f.read().strip()
+    d.remove(force=True)
+except InvalidArgument as e:
+    limited["error"] = str(e)
+logs = c.logs().decode()
+c.kill()
+code = c.wait(timeout=20)
+c.remove()
+print(json.dumps({"id": c.id, "pid": pid, "dir": cg.v2_path, "procs": procs, "logs": logs,
+                  "paused": paused, "frozen": frozen, "top": top_pids, "limited": limited,
+                  "code": code, "left": os.path.exists(cg.v2_path),
+                  "version": contain.info()["CgroupVersion"]}))
+""", cgroup=caller)
+    assert out["dir"] == f"{top}/contain/{out['id']}", out
+    assert str(out["pid"]) in out["procs"]
+    assert out["paused"] == "paused" and out["frozen"] is True
+    assert str(out["pid"]) in [str(p) for p in out["top"]]
+    assert out["code"] == 137 and out["left"] is False
+    assert out["version"] == "2"
+    # Its cgroup namespace: the container sees its own cgroup as the root.
+    assert "0::/" in out["logs"].splitlines(), out["logs"]
+    if "memory" in offered and "pids" in offered:
+        assert out["limited"] == {"memory.max": str(64 << 20)}
+    else:
+        missing = [c for c in ("memory", "pids") if c not in offered]
+        assert f"the delegated cgroup v2 subtree {top} offers no {', '.join(missing)}" in out["limited"]["error"]
+    assert [e for e in os.listdir(top + "/contain") if os.path.isdir(os.path.join(top, "contain", e))] == []
 
 
 def test_newuidmap_failure_names_the_step(user, tmp_path):

@@ -116,7 +116,9 @@ def info(*, root: RootArg = None) -> dict[str, Any]:
         "DriverStatus": driver_status,
         "LoggingDriver": "contain",
         "CgroupDriver": "none" if rootless and r.cgroups.layout.mode == "none" else cgroup_driver,
-        "CgroupVersion": cgroup_version,
+        # A rootless root with a delegated subtree works through cgroup v2
+        # alone, even on a hybrid host.
+        "CgroupVersion": "2" if rootless and r.cgroups.layout.mode == "v2" else cgroup_version,
         "KernelVersion": uname.release,
         "OperatingSystem": _os_name(),
         "OSType": "linux",

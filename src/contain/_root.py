@@ -350,10 +350,11 @@ class Root:
         if self._cgroups is None and self.rootless:
             from .linux import rootless
 
-            if rootless.delegated_cgroup() is None:
-                # No delegated subtree: containers run in the caller's cgroup.
-                self._cgroups = rootless.NoCgroupManager()
-                return self._cgroups
+            delegated = rootless.delegated_cgroup()
+            # No delegated subtree: containers run in the caller's cgroup.
+            self._cgroups = (rootless.NoCgroupManager() if delegated is None
+                             else rootless.delegated_manager(delegated))
+            return self._cgroups
         if self._cgroups is None:
             from .linux.cgroups import CgroupManager
 

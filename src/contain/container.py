@@ -531,7 +531,7 @@ class Container:
 
             # slirp4netns by default ("bridge" means it); InvalidArgument for the rest.
             net = rootless.network_mode(net)
-            rootless.check_resources(resources, delegated=rootless.delegated_cgroup())
+            rootless.check_resources(resources, delegated=r.cgroups.layout.v2)
         port_bindings = endpoint.parse_ports(ports)  # InvalidArgument now, not at start
         if net not in ("none", "host", "bridge") and not r.rootless:
             ipam.load(r.path, net)  # NotFound for an unknown network
@@ -730,7 +730,8 @@ class Container:
         if extra.get("userns"):
             from .linux.rootless import adapt_spec
 
-            spec = adapt_spec(spec, self._root.id_maps, network_mode=host["NetworkMode"])
+            spec = adapt_spec(spec, self._root.id_maps, network_mode=host["NetworkMode"],
+                              own_cgroup=layout.mode == "v2")
         return spec
 
     def _lowerdirs(self, state: dict) -> list[str]:

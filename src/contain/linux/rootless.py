@@ -275,29 +275,55 @@ def delegated_cgroup(*, cgroup_root: str = "/sys/fs/cgroup", proc_self_cgroup: s
                      mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
     """The directory of a cgroup v2 subtree delegated to the caller, or None.
 
-    Delegated means: the caller's own v2 cgroup (or, as systemd lays it out,
-    its parent: user@UID.service) is writable by the caller, its
-    cgroup.procs too, and cgroup.subtree_control enables controllers."""
+    Delegated means: the caller may manage it: the directory, its
+    cgroup.procs and its cgroup.subtree_control are writable by the caller.
+    The parent of the caller's own cgroup comes first (systemd lays it out
+    so: user@UID.service/app.slice holds the caller's scope, and only a
+    cgroup without processes of its own can pass controllers on); then the
+    caller's own cgroup (a subtree an administrator put the caller in).
+
+    A subtree may offer no controllers at all (a hybrid host's v2 tree):
+    containers still get a cgroup of their own there (ps, pause, kill),
+    and a limit is refused naming the missing controller (check_resources).
+    Moving a process needs write access to the cgroup.procs of the common
+    ancestor: for the parent, that is the parent itself."""
     unified = _unified_mount(cgroup_root, mountinfo)
     if unified is None:
         return None
     own = _own_cgroup_v2(proc_self_cgroup)
     if own is None:
         return None
-    path = os.path.join(unified, own.lstrip("/"))
-    for candidate in (path, os.path.dirname(path)):
-        if not candidate.startswith(unified) or candidate == unified:
-            break
-        try:
-            with open(os.path.join(candidate, "cgroup.subtree_control")) as f:
-                enabled = f.read().split()
-        except OSError:
+    path = os.path.normpath(os.path.join(unified, own.lstrip("/")))
+    for candidate in (os.path.dirname(path), path):
+        if not candidate.startswith(unified + "/"):
             continue
-        if (enabled and os.access(candidate, os.W_OK)
+        if (os.access(candidate, os.W_OK | os.X_OK)
                 and os.access(os.path.join(candidate, "cgroup.procs"), os.W_OK)
                 and os.access(os.path.join(candidate, "cgroup.subtree_control"), os.W_OK)):
             return candidate
     return None
+
+
+def delegated_controllers(delegated: str) -> frozenset:
+    """The controllers a delegated subtree offers its children (its
+    cgroup.controllers: what its parent enabled for it)."""
+    try:
+        with open(os.path.join(delegated, "cgroup.controllers")) as f:
+            return frozenset(f.read().split())
+    except OSError:
+        return frozenset()
+
+
+def delegated_manager(delegated: str, *, cgroup_root: str = "/sys/fs/cgroup",
+                      mountinfo: str = "/proc/self/mountinfo", syscalls=None):
+    """The cgroup manager of a rootless root with a delegated subtree:
+    container cgroups under DELEGATED/contain (or $CONTAIN_CGROUP_PARENT),
+    limits and stats through the v2 files as for root."""
+    from .cgroups import CgroupManager, Layout
+
+    layout = Layout(mode="v2", root=_unified_mount(cgroup_root, mountinfo) or delegated,
+                    v2=delegated, v2_controllers=delegated_controllers(delegated))
+    return CgroupManager(layout, systemd=False, track_unified=False, syscalls=syscalls)
 
 
 def _unified_mount(cgroup_root: str, mountinfo: str) -> Optional[str]:
@@ -319,19 +345,38 @@ _DOCKER_NAMES = {"memory": "mem_limit", "memory_swap": "memswap_limit",
                  "memory_reservation": "mem_reservation", "cpu_quota": "cpus/cpu_quota",
                  "cpu_period": "cpu_period", "cpu_shares": "cpu_shares", "pids_limit": "pids_limit",
                  "cpuset_cpus": "cpuset_cpus", "cpuset_mems": "cpuset_mems"}
+_CONTROLLER_OF = {"memory": "memory", "memory_swap": "memory", "memory_reservation": "memory",
+                  "cpu_quota": "cpu", "cpu_period": "cpu", "cpu_shares": "cpu", "pids_limit": "pids",
+                  "cpuset_cpus": "cpuset", "cpuset_mems": "cpuset"}
 
 
 def check_resources(resources, *, delegated: Optional[str], user: Optional[str] = None) -> None:
-    """Asking for a limit without a delegated subtree is an error, never a
-    silent no-op.  `resources` is a linux.cgroups.Resources (or anything
-    with those attributes); only attributes that are set count."""
-    if delegated is not None:
-        return
+    """Asking for a limit without a delegated subtree, or one the subtree
+    has no controller for, is an error, never a silent no-op.  `resources`
+    is a linux.cgroups.Resources (or anything with those attributes); only
+    attributes that are set count."""
     fields = attrs.asdict(resources) if attrs.has(type(resources)) else dict(resources)
-    asked = sorted({_DOCKER_NAMES.get(name, name) for name, value in fields.items()
-                    if value not in (None, 0, -1, "", [], {}, ())})
-    if not asked:
+    set_fields = {name for name, value in fields.items() if value not in (None, 0, -1, "", [], {}, ())}
+    if not set_fields:
         return
+    if delegated is not None:
+        offered = delegated_controllers(delegated)
+        lacking: dict[str, set] = {}
+        for name in set_fields:
+            controller = _CONTROLLER_OF.get(name)
+            if controller is not None and controller not in offered:
+                lacking.setdefault(controller, set()).add(_DOCKER_NAMES.get(name, name))
+        if not lacking:
+            return
+        missing = sorted(lacking)
+        asked = sorted(set().union(*lacking.values()))
+        raise InvalidArgument(
+            f"the delegated cgroup v2 subtree {delegated} offers no {', '.join(missing)} "
+            f"controller{'s' if len(missing) > 1 else ''} (its cgroup.controllers: "
+            f"{' '.join(sorted(offered)) or 'none'}): limits ({', '.join(asked)}) need "
+            f"{'them' if len(missing) > 1 else 'it'}; have it delegated (systemd: Delegate= of "
+            "user@.service), or run without these limits")
+    asked = sorted({_DOCKER_NAMES.get(name, name) for name in set_fields})
     who = user or _user_name()
     raise InvalidArgument(
         f"no delegated cgroup v2 subtree for user {who}: limits ({', '.join(asked)}) "
@@ -370,6 +415,7 @@ class NoCgroup:
 class _NoLayout:
     mode: str = "none"
     v1: tuple = ()
+    v2: Optional[str] = None
 
 
 class NoCgroupManager:
@@ -575,11 +621,13 @@ def rootfs_driver(directory: str, *, environ: Optional[dict] = None) -> RootfsDr
     return driver
 
 
-def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str) -> Spec:
+def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str, own_cgroup: bool = False) -> Spec:
     """Turn a root-shaped spec into a rootless one (in place; returned too):
     a user namespace with the user's mapping, the root filesystem driver
     (rootfs_driver), and the mounts an unprivileged user namespace can make.
-    The caller skips cgroups (see NoCgroup)."""
+    own_cgroup: the container has a cgroup of its own (a delegated
+    subtree), whose cgroup2 view stays mounted; without one the caller
+    skips cgroups (see NoCgroup)."""
     if network_mode.split(":", 1)[0] not in NETWORK_MODES:
         raise InvalidArgument(
             f"network {network_mode!r} is not available to an ordinary user: use "
@@ -595,7 +643,9 @@ def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str) -> Spec:
         spec.root.mount_program = driver.mount_program
     mounts: list[Mount] = []
     for m in spec.mounts:
-        if m.type in ("cgroup", "cgroup2") or (m.destination.startswith("/sys/fs/cgroup")):
+        if m.type == "cgroup2" and own_cgroup:
+            pass  # its own cgroup, through its cgroup namespace
+        elif m.type in ("cgroup", "cgroup2") or (m.destination.startswith("/sys/fs/cgroup")):
             # v1 hierarchies cannot be mounted in a user namespace, and with
             # no cgroup of its own the container has nothing to see there.
             continue
