@@ -31,6 +31,8 @@ def test_detached_container_outlives_its_caller(croot, busybox):
             time.sleep(0.05)
         assert c.logs() == b"started\n"
         assert c.exec_run(["echo", "hi"]).output == b"hi\n"
+        code, out = c.exec_run(["sh", "-c", "echo no; exit 3"])  # a pair, as docker-py's namedtuple
+        assert (code, out) == (3, b"no\n")
         c.stop(timeout=0.5)
         assert c.exit_code == 137
     finally:

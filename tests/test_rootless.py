@@ -599,6 +599,8 @@ paused = c.status
 frozen = cg.frozen
 c.unpause()
 top_pids = [row[1] for row in c.top()["Processes"]]
+# exec joins the container's cgroup: its process is listed there while it runs.
+ex_code, ex_out = c.exec_run(["sh", "-c", "grep -c . /sys/fs/cgroup/cgroup.procs; cat /proc/self/cgroup"])
 limited = {}
 try:
     d = Container.run(img, ["sleep", "30"], network="none", mem_limit="64m", pids_limit=20)
@@ -614,6 +616,7 @@ c.remove()
 print(json.dumps({"id": c.id, "pid": pid, "dir": cg.v2_path, "procs": procs, "logs": logs,
                   "paused": paused, "frozen": frozen, "top": top_pids, "limited": limited,
                   "code": code, "left": os.path.exists(cg.v2_path),
+                  "exec": [ex_code, ex_out.decode()],
                   "version": contain.info()["CgroupVersion"]}))
 """, cgroup=caller)
     assert out["dir"] == f"{top}/contain/{out['id']}", out
@@ -624,6 +627,9 @@ print(json.dumps({"id": c.id, "pid": pid, "dir": cg.v2_path, "procs": procs, "lo
     assert out["version"] == "2"
     # Its cgroup namespace: the container sees its own cgroup as the root.
     assert "0::/" in out["logs"].splitlines(), out["logs"]
+    ex_code, ex_out = out["exec"]
+    assert ex_code == 0 and "0::/" in ex_out.splitlines(), out["exec"]
+    assert int(ex_out.split()[0]) >= 3  # sleep's shell, the exec'd shell, grep: one cgroup
     if "memory" in offered and "pids" in offered:
         assert out["limited"] == {"memory.max": str(64 << 20)}
     else:

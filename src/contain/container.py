@@ -254,6 +254,10 @@ class ExecResult:
     exit_code: int
     output: Any
 
+    def __iter__(self):
+        # docker-py's is a namedtuple: `code, out = c.exec_run(...)`.
+        return iter((self.exit_code, self.output))
+
 
 class ExecProcess:
     """A process run inside a container, used like subprocess.Popen."""
