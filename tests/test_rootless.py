@@ -420,7 +420,8 @@ import os as _os, time as _time
 def _settled(runtime_dir, timeout=5.0):
     deadline = _time.monotonic() + timeout
     while True:
-        left = _os.listdir(runtime_dir())
+        # The record of the user's long-lived user namespace stays (linux.userns).
+        left = [n for n in _os.listdir(runtime_dir()) if not n.startswith("userns.")]
         if not left or _time.monotonic() > deadline:
             return left
         _time.sleep(0.02)
@@ -638,6 +639,74 @@ print(json.dumps({"id": c.id, "pid": pid, "dir": cg.v2_path, "procs": procs, "lo
     assert [e for e in os.listdir(top + "/contain") if os.path.isdir(os.path.join(top, "contain", e))] == []
 
 
+_SHARED_USERNS = _INTEGRATION + """
+import time
+from contain import Container
+from contain._root import get_root
+from contain.linux import userns
+from contain.linux.rootless import runtime_dir
+img = busybox_image()
+inodes, stats = [], []
+for i in range(4):  # from the second on, a root mounted ahead in the shared namespace
+    c = Container.run(img, ["sh", "-c", "id -u; stat -c %u /etc/passwd; touch /made; sleep 30"],
+                      network="none")
+    deadline = time.monotonic() + 10
+    while len(c.logs().split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    inodes.append(os.stat(f"/proc/{c.attrs['State']['Pid']}/ns/user").st_ino)
+    stats.append(c.logs().decode().split())
+    c.kill()
+    c.wait(timeout=10)
+    c.remove()
+prep = get_root().preparer
+holder = userns.holder(runtime_dir())
+print(json.dumps({"inodes": inodes, "stats": stats, "holder": holder,
+                  "holder_ns": os.stat(f"/proc/{holder}/ns/user").st_ino if holder else None,
+                  "prepared_used": prep.used if prep else None}))
+"""
+
+
+def test_containers_join_one_long_lived_user_namespace(user):
+    """No newuidmap per container: one holder per user keeps the namespace,
+    every container of every process of the user joins it, and a holder
+    that is gone is made anew."""
+    first = user.result(_SHARED_USERNS)
+    assert first["holder"] and len(set(first["inodes"])) == 1, first
+    assert first["inodes"][0] == first["holder_ns"]
+    assert all(s == ["0", "0"] for s in first["stats"]), first["stats"]  # root inside, image owners kept
+    assert first["prepared_used"] >= 1  # roots mounted ahead as a member of the namespace
+    # Another process of the user: the same holder, the same namespace.
+    second = user.result(_SHARED_USERNS)
+    assert second["holder"] == first["holder"] and second["inodes"][0] == first["holder_ns"]
+    # The holder is an ordinary process of the user, nobody's child.
+    with open(f"/proc/{first['holder']}/status") as f:
+        status = dict(line.split(":", 1) for line in f if ":" in line)
+    assert status["Uid"].split()[0] == str(user.uid)
+    assert int(status["PPid"]) != os.getpid()
+    # Killed, it is made anew (a record naming a dead pid does not count).
+    os.kill(first["holder"], 9)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{first['holder']}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    third = user.result(_SHARED_USERNS)
+    assert third["holder"] not in (None, first["holder"])
+    assert set(third["inodes"]) == {third["holder_ns"]} and third["holder_ns"] != first["holder_ns"]
+
+
+def test_joining_a_user_namespace_needs_a_monitor():
+    from contain.linux import runtime
+    from contain.linux.spec import Linux, Namespace, Process, Root, Spec
+
+    spec = Spec(process=Process(args=["/bin/true"]), root=Root("/nonexistent"),
+                linux=Linux(namespaces=[Namespace("user"), Namespace("mount")]))
+    fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(InvalidArgument, match="needs a monitor"):
+            runtime.spawn(spec, userns_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def test_newuidmap_failure_names_the_step(user, tmp_path):
     """A range the user does not own: newuidmap refuses, and the error says so."""
     out = user.result("""
@@ -795,12 +864,17 @@ c.remove(force=True)
 from contain.linux.rootless import runtime_dir
 from contain._root import get_root, wait_for_discards
 wait_for_discards(10)
+d = get_root().containers
+# Spares (a root mounted ahead and never used, kept for the next) are empty containers.
 print(json.dumps({{"left": _settled(runtime_dir),
-                  "trash": [n for n in os.listdir(get_root().containers) if n.startswith(".")]}}))
+                  "trash": [n for n in os.listdir(d) if n.startswith(".") and not n.startswith(".spare-")],
+                  "spares": [os.listdir(os.path.join(d, n, "upper")) for n in os.listdir(d)
+                             if n.startswith(".spare-")]}}))
 """)
     assert _helpers(user) == []  # removed: no helper process left ...
     assert gone["left"] == []  # ... and no API socket
     assert gone["trash"] == []  # its files deleted, overlay's mode-000 work/work included
+    assert all(upper == [] for upper in gone["spares"]), gone["spares"]
     assert host_leaks(out["id"]) == []
 
 

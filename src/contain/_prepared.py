@@ -81,8 +81,10 @@ class _Ready:
 class Preparer:
     """The roots one Root keeps ready in this process."""
 
-    def __init__(self, root) -> None:
+    def __init__(self, root, userns_fd: int = -1) -> None:
         self._root = root
+        # Rootless: the user namespace the mounts are made in (linux.userns).
+        self._userns_fd = userns_fd
         self._containers = root.containers
         self._cond = threading.Condition(threading.Lock())
         self._ready: list[_Ready] = []
@@ -195,7 +197,8 @@ class Preparer:
         try:
             self._root.new_container_dir(path)
             clear_volatile_marker(path)
-            fd = mount_overlay(list(key), os.path.join(path, "upper"), os.path.join(path, "work"))
+            fd = mount_overlay(list(key), os.path.join(path, "upper"), os.path.join(path, "work"),
+                               userns_fd=self._userns_fd)
         except Exception:  # whatever failed, starts mount on the spot
             if os.path.exists(path):
                 self._root.discard(path)

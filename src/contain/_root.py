@@ -184,6 +184,7 @@ class Root:
             elif n.startswith(".prepared-") and not _prepared_owner_alive(n):
                 self._spares.append(os.path.join(self.containers, n))  # a root made ahead, never used
         self._preparer = None
+        self._no_shared_userns = False  # rootless: no preparer to make (see preparer)
 
     def image_layers(self, image_id: str) -> list[str]:
         """The image's unpacked layer dirs, topmost first: looked up in the
@@ -221,15 +222,34 @@ class Root:
 
     @property
     def preparer(self):
-        """Roots mounted ahead for the next containers (_prepared.py); None
-        for an ordinary user (the overlay is mounted in the user namespace)."""
-        if self._preparer is None and not self.rootless:
+        """Roots mounted ahead for the next containers (_prepared.py).  For
+        an ordinary user, made in the user's long-lived user namespace
+        (linux.userns), which the containers join; None where there is
+        none (a single-id mapping) or fuse-overlayfs mounts the roots."""
+        if self._preparer is None:
             from ._prepared import Preparer
 
             with self._spare_lock:
                 if self._preparer is None:
-                    self._preparer = Preparer(self)
+                    if not self.rootless:
+                        self._preparer = Preparer(self)
+                    else:
+                        fd = self._shared_userns()
+                        if fd is not None:
+                            self._preparer = Preparer(self, userns_fd=fd)
         return self._preparer
+
+    def _shared_userns(self):
+        from .linux import rootless
+
+        if self._no_shared_userns:
+            return None
+        fd = None
+        if rootless.rootfs_driver(os.path.dirname(self.mount_point())).mount_program is None:
+            fd = rootless.spawn_options(self.id_maps, shared=True).get("userns_fd")
+        if fd is None:
+            self._no_shared_userns = True
+        return fd
 
     def drop_prepared(self, cid: str) -> None:
         """Unmount the root made ahead for container `cid`, if this process

@@ -88,6 +88,12 @@ struct ct_spec {
      * kernel's overlay is refused in a user namespace); then `overlay` is
      * NULL and the child binds that mount as its root.  NULL: none. */
     const char *const *root_helper;
+    /* Rootless, instead of CLONE_NEWUSER: a user namespace to join (an fd
+     * of the user's long-lived one, see contain-monitor --hold-userns),
+     * entered by the monitor-to-be before it clones the container, so that
+     * the namespaces made for the container belong to it.  -1: none.
+     * Needs a monitor (the caller's threads keep it out of setns). */
+    int userns_fd;
 };
 
 struct ct_child {
@@ -119,6 +125,10 @@ struct ct_monitor {
 #define CT_OVERLAY_USERXATTR 2
 int ct_mount_overlay(const char *lowerdir, const char *upperdir, const char *workdir, int flags,
                      struct ct_error *err);
+/* The same, made as a member of the user namespace userns_fd (a rootless
+ * root mounted ahead: see spawn.c); userns_fd -1 is ct_mount_overlay. */
+int ct_mount_overlay_in(int userns_fd, const char *lowerdir, const char *upperdir, const char *workdir,
+                        int flags, struct ct_error *err);
 
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err);
 

@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -366,8 +367,52 @@ static void accept_client(int lfd)
     close(fd);
 }
 
+/* contain-monitor --hold-userns: the holder of an ordinary user's
+ * long-lived user namespace, which each rootless container joins instead
+ * of running newuidmap and newgidmap for a namespace of its own (podman's
+ * pause process plays this part).  It forks; the first process exits at
+ * once, so the holder is nobody's child and outlives the caller.  The
+ * holder makes the namespace, writes its pid on stdout, and waits for one
+ * byte on stdin: the caller has mapped it.  EOF instead means the caller
+ * gave up, and the holder ends.  Then it pauses until killed. */
+static int hold_userns(void)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stdout, "error fork %d\n", errno);
+        return 1;
+    }
+    if (pid > 0)
+        return 0;
+    setsid();
+    if (unshare(CLONE_NEWUSER) < 0) {
+        fprintf(stdout, "error unshare %d\n", errno);
+        fflush(stdout);
+        _exit(1);
+    }
+    fprintf(stdout, "%d\n", (int)getpid());
+    fflush(stdout);
+    char b;
+    if (read(0, &b, 1) != 1)
+        _exit(1);
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int i = 0; i < 3 && nul >= 0; i++)
+        dup2(nul, i);
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+    if (chdir("/") < 0) {
+        /* not fatal: nothing here uses a path */
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (;;)
+        pause();
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[1], "--hold-userns"))
+        return hold_userns();
     if (argc < 3) {
         fprintf(stderr, "usage: contain-monitor STATE_DIR NSTREAMS\n");
         return 2;

@@ -213,9 +213,10 @@ static int container_child(void *arg)
             die(err, "wait for user namespace mappings", NULL, EPIPE);
         }
         close(c->go_r);
-        if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
-            die(err, "become root in the user namespace", NULL, errno);
     }
+    if ((c->go_r >= 0 || s->userns_fd >= 0) &&
+        (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0))
+        die(err, "become root in the user namespace", NULL, errno);
     /* Unless the parent places us (see place_in_cgroups), join them now. */
     if (c->cg_r < 0 && join_cgroups(c) < 0)
         _exit(125);
@@ -615,6 +616,12 @@ static int monitor_child(void *arg)
     close(c->done_r);
     /* A session of its own: a Ctrl-C meant for the caller does not reach it. */
     setsid();
+    /* Enter the user's long-lived user namespace first: what the clone
+     * makes for the container then belongs to it.  (A process of its own
+     * thread group and fs_struct, as setns needs; the caller's threads
+     * would not be.) */
+    if (c->spec->userns_fd >= 0 && setns(c->spec->userns_fd, CLONE_NEWUSER) < 0)
+        die(c->err, "join user namespace", NULL, errno);
     int pid = clone_container(c, &pidfd);
     if (pid < 0)
         die(c->err, "clone", NULL, errno);
@@ -690,6 +697,8 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
 
     __builtin_memset(err, 0, sizeof *err);
     out->pid = out->pidfd = out->monitor_pid = out->monitor_pidfd = -1;
+    if (spec->userns_fd >= 0 && (!mon || userns))
+        return ct_fail(err, "join user namespace", !mon ? "needs a monitor" : "and a new one too", EINVAL);
     if (pipe2(done, O_CLOEXEC) < 0)
         return ct_fail(err, "create sync pipe", NULL, errno);
     if (userns && pipe2(go, O_CLOEXEC) < 0) {
@@ -884,4 +893,61 @@ int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
     close(out->pidfd);
     out->pid = out->pidfd = -1;
     return -1;
+}
+
+/* ct_mount_overlay_in: ct_mount_overlay as a member of another user
+ * namespace (the user's long-lived one), for a rootless root mounted
+ * ahead.  The caller's threads keep it out of setns, so a child sharing
+ * its memory and fd table (the mount's fd lands in the caller's table)
+ * joins the namespace, makes a mount namespace of its own there (fsopen
+ * wants CAP_SYS_ADMIN over the current one's owner) and mounts.  The mount
+ * is detached: it outlives that mount namespace, and a container of the
+ * same user namespace attaches it as its root. */
+struct mount_in {
+    int userns_fd;
+    const char *lowerdir, *upperdir, *workdir;
+    int flags;
+    struct ct_error *err;
+    int fd;
+};
+
+static int mount_in_child(void *arg)
+{
+    struct mount_in *m = arg;
+    if (setns(m->userns_fd, CLONE_NEWUSER) < 0) {
+        ct_fail(m->err, "join user namespace", NULL, errno);
+        _exit(1);
+    }
+    if (unshare(CLONE_NEWNS) < 0) {
+        ct_fail(m->err, "create mount namespace", NULL, errno);
+        _exit(1);
+    }
+    m->fd = ct_mount_overlay(m->lowerdir, m->upperdir, m->workdir, m->flags, m->err);
+    _exit(0);
+}
+
+int ct_mount_overlay_in(int userns_fd, const char *lowerdir, const char *upperdir, const char *workdir,
+                        int flags, struct ct_error *err)
+{
+    if (userns_fd < 0)
+        return ct_mount_overlay(lowerdir, upperdir, workdir, flags, err);
+    __builtin_memset(err, 0, sizeof *err);
+    struct mount_in m = {userns_fd, lowerdir, upperdir, workdir, flags, err, -1};
+    char *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return ct_fail(err, "allocate stack", NULL, errno);
+    sigset_t old;
+    block_signals(&old);
+    int pid = clone(mount_in_child, stack + STACK_SIZE, CLONE_VM | CLONE_FILES | CLONE_VFORK | SIGCHLD, &m);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        munmap(stack, STACK_SIZE);
+        return ct_fail(err, "clone", NULL, e);
+    }
+    reap(pid);
+    munmap(stack, STACK_SIZE);
+    if (m.fd < 0 && !err->step[0])
+        ct_fail(err, "mount overlay root", upperdir ? upperdir : lowerdir, ECHILD);
+    return m.fd;
 }

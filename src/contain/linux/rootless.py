@@ -660,6 +660,15 @@ def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str, own_cgroup: bool 
     return spec
 
 
-def spawn_options(maps: IdMaps) -> dict:
-    """Keyword arguments for runtime.spawn carrying the map helpers."""
+def spawn_options(maps: IdMaps, *, shared: bool = False) -> dict:
+    """Keyword arguments for runtime.spawn: with `shared` (a container
+    start, which has a monitor, and a root without a mount program), the
+    fd of the user's long-lived user namespace to join (linux.userns);
+    else the map helpers, for a namespace of its own."""
+    if shared:
+        from . import userns
+
+        fd = userns.shared(maps, runtime_dir())
+        if fd is not None:
+            return {"userns_fd": fd}
     return {"uidmap_helper": maps.uidmap_helper, "gidmap_helper": maps.gidmap_helper}

@@ -268,21 +268,25 @@ def _idmap(mappings) -> Optional[str]:
 
 
 def mount_overlay(lowerdirs: Sequence[str], upperdir: str, workdir: str, *,
-                  userxattr: bool = False) -> int:
+                  userxattr: bool = False, userns_fd: int = -1) -> int:
     """A detached overlay mount of the layers (volatile: no sync of the
     host's filesystem when it goes), for spawn(overlay_fd=): making one
     costs milliseconds on a disk with recently deleted inodes, so it can be
-    done ahead, off the start path.  Returns the fd (the caller closes it;
-    the mount goes with the last reference)."""
+    done ahead, off the start path.  With `userns_fd` (rootless: the user's
+    long-lived user namespace) it is made as a member of that namespace,
+    for containers that join it, with its markers in user.* xattrs.
+    Returns the fd (the caller closes it; the mount goes with the last
+    reference)."""
     if not lowerdirs:
         raise InvalidArgument("an overlay needs at least one lower layer")
     lower = ":".join(lowerdirs)
     if len(lower) > 4000:
         raise InvalidArgument(f"too many image layers for one overlay mount ({len(lowerdirs)})")
     err = ffi.new("struct ct_error *")
-    flags = lib.CT_OVERLAY_VOLATILE | (lib.CT_OVERLAY_USERXATTR if userxattr else 0)
+    flags = lib.CT_OVERLAY_VOLATILE | (lib.CT_OVERLAY_USERXATTR if userxattr or userns_fd >= 0 else 0)
     keep = _Keep()
-    fd = lib.ct_mount_overlay(keep.str(lower), keep.str(upperdir), keep.str(workdir), flags, err)
+    fd = lib.ct_mount_overlay_in(userns_fd, keep.str(lower), keep.str(upperdir), keep.str(workdir),
+                                 flags, err)
     if fd < 0:
         raise _failure(err)
     return fd
@@ -314,13 +318,18 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
           monitor: Optional[Monitor] = None, console_socket: int = -1,
           uidmap_helper: Optional[Sequence[str]] = None,
           gidmap_helper: Optional[Sequence[str]] = None,
-          overlay_fd: int = -1) -> Child:
+          overlay_fd: int = -1, userns_fd: int = -1) -> Child:
     """Start the spec's process in new namespaces; returns once it has exec'd.
 
     With a user namespace, `uidmap_helper`/`gidmap_helper` (argv of
     newuidmap/newgidmap, "{pid}" standing for the child; see
     linux.rootless.id_maps) write the maps instead of the parent: what an
     ordinary user needs for more than their own id.
+
+    `userns_fd`: a user namespace to join instead of making one (the
+    user's long-lived one, linux.userns), in place of the spec's "user"
+    namespace and its mappings; needs a monitor, which joins it before it
+    clones the container.
 
     `overlay_fd`: the root's overlay, mounted ahead by mount_overlay with
     the spec's layers (the caller keeps and closes the fd).  With
@@ -342,8 +351,15 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
     for ns in spec.linux.namespaces:
         if ns.path is None:
             flags |= CLONE_FLAGS[ns.type]
+    if userns_fd >= 0:
+        if monitor is None:
+            raise InvalidArgument("joining a user namespace needs a monitor")
+        if spec.root.mount_program or uidmap_helper or gidmap_helper:
+            raise InvalidArgument("a joined user namespace has its mappings and no mount program")
+        flags &= ~lib.CLONE_NEWUSER
     cspec.clone_flags = flags
-    userns = bool(flags & lib.CLONE_NEWUSER)
+    cspec.userns_fd = userns_fd
+    userns = bool(flags & lib.CLONE_NEWUSER) or userns_fd >= 0
     if len(join_ns_fds) > 7:
         raise InvalidArgument("too many namespaces to join")
     for i, fd in enumerate(join_ns_fds):
