@@ -648,10 +648,10 @@ from contain.linux.rootless import runtime_dir
 img = busybox_image()
 inodes, stats = [], []
 for i in range(4):  # from the second on, a root mounted ahead in the shared namespace
-    c = Container.run(img, ["sh", "-c", "id -u; stat -c %u /etc/passwd; touch /made; sleep 30"],
+    c = Container.run(img, ["sh", "-c", "id -u; stat -c %u /etc/passwd; ls /sys/class/net; sleep 30"],
                       network="none")
     deadline = time.monotonic() + 10
-    while len(c.logs().split()) < 2 and time.monotonic() < deadline:
+    while len(c.logs().split()) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     inodes.append(os.stat(f"/proc/{c.attrs['State']['Pid']}/ns/user").st_ino)
     stats.append(c.logs().decode().split())
@@ -660,7 +660,9 @@ for i in range(4):  # from the second on, a root mounted ahead in the shared nam
     c.remove()
 prep = get_root().preparer
 holder = userns.holder(runtime_dir())
+from contain.net import pool
 print(json.dumps({"inodes": inodes, "stats": stats, "holder": holder,
+                  "netns_ahead": sum(p.hits for p in pool._bare_in.values()),
                   "holder_ns": os.stat(f"/proc/{holder}/ns/user").st_ino if holder else None,
                   "prepared_used": prep.used if prep else None}))
 """
@@ -673,8 +675,10 @@ def test_containers_join_one_long_lived_user_namespace(user):
     first = user.result(_SHARED_USERNS)
     assert first["holder"] and len(set(first["inodes"])) == 1, first
     assert first["inodes"][0] == first["holder_ns"]
-    assert all(s == ["0", "0"] for s in first["stats"]), first["stats"]  # root inside, image owners kept
-    assert first["prepared_used"] >= 1  # roots mounted ahead as a member of the namespace
+    # Root inside, the image's owners kept, only lo in its network namespace.
+    assert all(s == ["0", "0", "lo"] for s in first["stats"]), first["stats"]
+    # Roots mounted and network namespaces made ahead, as members of the namespace.
+    assert first["prepared_used"] >= 1 and first["netns_ahead"] >= 1, first
     # Another process of the user: the same holder, the same namespace.
     second = user.result(_SHARED_USERNS)
     assert second["holder"] == first["holder"] and second["inodes"][0] == first["holder_ns"]

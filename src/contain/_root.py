@@ -184,7 +184,7 @@ class Root:
             elif n.startswith(".prepared-") and not _prepared_owner_alive(n):
                 self._spares.append(os.path.join(self.containers, n))  # a root made ahead, never used
         self._preparer = None
-        self._no_shared_userns = False  # rootless: no preparer to make (see preparer)
+        self._shared_userns: Optional[int] = None  # rootless: see shared_userns
 
     def image_layers(self, image_id: str) -> list[str]:
         """The image's unpacked layer dirs, topmost first: looked up in the
@@ -234,22 +234,23 @@ class Root:
                     if not self.rootless:
                         self._preparer = Preparer(self)
                     else:
-                        fd = self._shared_userns()
+                        fd = self.shared_userns()
                         if fd is not None:
                             self._preparer = Preparer(self, userns_fd=fd)
         return self._preparer
 
-    def _shared_userns(self):
-        from .linux import rootless
+    def shared_userns(self):
+        """Rootless: the fd of the user's long-lived user namespace that
+        this root's containers join (linux.userns), or None where they make
+        their own (a single-id mapping, fuse-overlayfs roots)."""
+        if self._shared_userns is None:  # not looked for yet
+            from .linux import rootless
 
-        if self._no_shared_userns:
-            return None
-        fd = None
-        if rootless.rootfs_driver(os.path.dirname(self.mount_point())).mount_program is None:
-            fd = rootless.spawn_options(self.id_maps, shared=True).get("userns_fd")
-        if fd is None:
-            self._no_shared_userns = True
-        return fd
+            fd = None
+            if rootless.rootfs_driver(os.path.dirname(self.mount_point())).mount_program is None:
+                fd = rootless.spawn_options(self.id_maps, shared=True).get("userns_fd")
+            self._shared_userns = -1 if fd is None else fd
+        return None if self._shared_userns < 0 else self._shared_userns
 
     def drop_prepared(self, cid: str) -> None:
         """Unmount the root made ahead for container `cid`, if this process

@@ -951,3 +951,55 @@ int ct_mount_overlay_in(int userns_fd, const char *lowerdir, const char *upperdi
         ct_fail(err, "mount overlay root", upperdir ? upperdir : lowerdir, ECHILD);
     return m.fd;
 }
+
+/* ct_netns_in: a network namespace with lo up, made as a member of the
+ * user namespace userns_fd (a rootless "none" network made ahead, as the
+ * network pool does for root), returned as an fd in the caller's table;
+ * the same kind of child as ct_mount_overlay_in's makes it. */
+struct netns_in {
+    int userns_fd;
+    struct ct_error *err;
+    int fd;
+};
+
+static int netns_in_child(void *arg)
+{
+    struct netns_in *m = arg;
+    if (setns(m->userns_fd, CLONE_NEWUSER) < 0) {
+        ct_fail(m->err, "join user namespace", NULL, errno);
+        _exit(1);
+    }
+    if (unshare(CLONE_NEWNET) < 0) {
+        ct_fail(m->err, "create network namespace", NULL, errno);
+        _exit(1);
+    }
+    if (loopback_up(m->err) < 0)
+        _exit(1);
+    m->fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (m->fd < 0)
+        ct_fail(m->err, "open network namespace", NULL, errno);
+    _exit(0);
+}
+
+int ct_netns_in(int userns_fd, struct ct_error *err)
+{
+    __builtin_memset(err, 0, sizeof *err);
+    struct netns_in m = {userns_fd, err, -1};
+    char *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return ct_fail(err, "allocate stack", NULL, errno);
+    sigset_t old;
+    block_signals(&old);
+    int pid = clone(netns_in_child, stack + STACK_SIZE, CLONE_VM | CLONE_FILES | CLONE_VFORK | SIGCHLD, &m);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        munmap(stack, STACK_SIZE);
+        return ct_fail(err, "clone", NULL, e);
+    }
+    reap(pid);
+    munmap(stack, STACK_SIZE);
+    if (m.fd < 0 && !err->step[0])
+        ct_fail(err, "create network namespace", NULL, ECHILD);
+    return m.fd;
+}

@@ -292,6 +292,17 @@ def mount_overlay(lowerdirs: Sequence[str], upperdir: str, workdir: str, *,
     return fd
 
 
+def netns_in(userns_fd: int) -> int:
+    """A network namespace with lo up, made as a member of the user
+    namespace `userns_fd` (rootless network "none", made ahead for
+    containers that join that user namespace); the caller closes the fd."""
+    err = ffi.new("struct ct_error *")
+    fd = lib.ct_netns_in(userns_fd, err)
+    if fd < 0:
+        raise _failure(err)
+    return fd
+
+
 _FUSE_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fuse_root.py")
 
 

@@ -366,8 +366,13 @@ def prepare(root: RootArg, container_id: str, *, name: str, hostname: str,
                                     resolv=hosts.host_resolv_conf() or resolv)
         else:
             files = hosts.write_all(cdir, hostname=hostname, hosts=hosts.hosts_text([]), resolv=resolv)
-            if not r.rootless:  # a namespace made ahead (pool.py), else the child makes one
+            # A namespace made ahead (pool.py), else the child makes one.
+            if not r.rootless:
                 return Prepared(pool.take_bare(), _empty_settings(mode, exposed), files, container_id)
+            userns_fd = r.shared_userns()
+            if userns_fd is not None:  # one of the user namespace the container joins
+                return Prepared(pool.take_bare_in(userns_fd), _empty_settings(mode, exposed), files,
+                                container_id)
         return Prepared(None, _empty_settings(mode, exposed), files, container_id)
     if mode.startswith("container:"):
         raise InvalidArgument("network mode container:<id> is not supported yet")

@@ -200,6 +200,28 @@ def _fill_bare(p: _Pool, generation: int) -> None:
     _fill_loop(p, generation, links.bare_netns_here, os.close)
 
 
+# Rootless: the same, made as members of the user's long-lived user
+# namespace (linux.userns), which the containers join; one pool per
+# namespace fd (one per process in practice).
+_bare_in: dict[int, _Pool] = {}
+
+
+def take_bare_in(userns_fd: int) -> Optional[int]:
+    """A ready namespace fd of the user namespace `userns_fd` for a "none"
+    start (the caller owns it), or None: the container makes its own."""
+    with _bare.lock:
+        p = _bare_in.get(userns_fd)
+        if p is None:
+            p = _bare_in[userns_fd] = _Pool()
+
+    def fill(p: _Pool, generation: int) -> None:
+        from ..linux.runtime import netns_in
+
+        _fill_loop(p, generation, lambda: netns_in(userns_fd), os.close)
+
+    return _take_ready(p, fill, "contain-netns-none")
+
+
 def bare_stats() -> dict[str, int]:
     with _bare.lock:
         return {"ready": len(_bare.ready), "target": _bare.target,
