@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import host_leaks
 
 from contain import Conflict, Container, InvalidArgument
 from contain._root import wait_for_discards
@@ -471,6 +472,61 @@ def test_roots_mounted_ahead_are_used_and_refused_when_changed(fresh):
     finally:
         c.remove(force=True)
     wait_for_discards()
+
+
+def test_roots_left_unchanged_are_kept_mounted_for_the_next(fresh, monkeypatch):
+    """A container that wrote nothing hands its mounted root on; one that
+    changed anything (a file written, one deleted) or that may remount its
+    root (privileged) does not, and the next container sees none of it."""
+    # Room for every root handed back, however slow the machine: with the
+    # default 2, a start slower than KEPT_GRACE lets the thread fill up first.
+    monkeypatch.setenv("CONTAIN_PREPARED_ROOTS", "8")
+    root, image = fresh
+    from contain._root import get_root
+
+    prep = get_root(root).preparer
+
+    def run(cmd, **kw):
+        c = Container.run(image, cmd, root=root, **kw)
+        assert c.wait(timeout=30) == 0, c.logs()
+        out = c.logs()
+        c.remove()
+        return out
+
+    for _ in range(6):
+        run(["true"])
+    if not prep._can_clone:
+        pytest.skip("this kernel does not clone a detached mount (open_tree of an fsmount fd)")
+    assert prep.reused >= 1
+    # Written, then deleted: nothing is left in the layer, so it is handed on.
+    reused = prep.reused
+    run(["sh", "-c", "echo x > /gone; rm /gone"])
+    assert prep.reused == reused + 1
+    for cmd in (["sh", "-c", "echo secret > /left"], ["rm", "/etc/passwd"]):
+        reused = prep.reused
+        run(cmd)
+        assert prep.reused == reused, cmd  # changed: not handed on
+    out = run(["sh", "-c", "ls /left 2>&1; cat /etc/passwd | head -1"])
+    assert b"No such file" in out and b"root:" in out, out
+    # Kept while it runs; never for a container that may remount its root.
+    c = Container.run(image, ["sleep", "30"], root=root)
+    try:
+        p = Container.run(image, ["sleep", "30"], root=root, cap_add=["SYS_ADMIN"])
+        try:
+            assert c.id in prep._kept and p.id not in prep._kept
+        finally:
+            p.remove(force=True)
+    finally:
+        c.remove(force=True)
+    # A restart mounts its root anew: the kept mount of the last run goes first.
+    c = Container.run(image, ["sh", "-c", "echo run"], root=root)
+    try:
+        assert c.wait(timeout=30) == 0
+        c.start()
+        assert c.wait(timeout=30) == 0 and c.logs() == b"run\nrun\n"
+    finally:
+        c.remove()
+    assert host_leaks(c.id) == []
 
 
 def test_a_name_is_a_link_to_the_containers_id_file(fresh, monkeypatch):

@@ -21,6 +21,19 @@ handle.  Anything else that mounts the container's layers drops it first
 At exit the fds close (the mounts go with them) and the directories become
 spares again; a process that was killed leaves `.prepared-<pid>-*`
 directories that the next Root to open finds as spares.
+
+A root is also kept when its container starts: a second detached mount of
+the same overlay (open_tree of the fd; kernels that refuse to clone a
+detached mount just mount every root anew). When the container is removed
+with its writable layer still empty, the root is handed on to the next
+container. The container's directory becomes a prepared one again, and
+that mount is its root. So a loop of run and remove mounts nothing at all,
+and makes and deletes no inode in work/ either. "Empty" means: nothing in
+upper/, no attribute on its root but overlay's uuid, its mode and owner
+as made, and work/work as the mount left it (same ctime: every copy-up and
+whiteout passes through it). Every change a container makes to its root
+copies something up into upper/, so this check is complete. A container that could remount the superblock itself
+(privileged, or with CAP_SYS_ADMIN) keeps nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import contextlib
 import os
 import secrets
 import threading
+import time
 import weakref
 from typing import Optional
 
@@ -72,10 +86,35 @@ def _marks(cdir: str) -> tuple:
 
 
 class _Ready:
-    __slots__ = ("path", "lowers", "fd", "marks")
+    __slots__ = ("path", "lowers", "fd", "marks", "since")
 
     def __init__(self, path: str, lowers: tuple, fd: int, marks: tuple) -> None:
         self.path, self.lowers, self.fd, self.marks = path, lowers, fd, marks
+        self.since = 0.0  # when a container took it
+
+
+# A started container's root, kept: a second detached mount of its overlay
+# (the same superblock), to become the next container's root when the
+# container is removed with its writable layer still empty.  For
+# KEPT_GRACE seconds after a container took its root, that root counts as
+# one of those the thread keeps ready, so that a loop of run-and-remove
+# mounts nothing at all.
+KEPT_GRACE = 0.1
+
+
+class _Kept:
+    __slots__ = ("fd", "lowers", "since", "marks")
+
+    def __init__(self, fd: int, lowers: tuple, since: float, marks: tuple) -> None:
+        self.fd, self.lowers, self.since, self.marks = fd, lowers, since, marks
+
+
+def _work_untouched(cdir: str, marks: tuple) -> bool:
+    """overlay's work directory is as the mount left it: every copy-up and
+    whiteout passes through it, and changes its ctime.  (Its mode is 000
+    for an ordinary user: it cannot be listed, only looked at.)"""
+    st = os.stat(os.path.join(cdir, "work", "work"))
+    return (st.st_ino, st.st_ctime_ns) == marks[:2]
 
 
 class Preparer:
@@ -89,13 +128,15 @@ class Preparer:
         self._cond = threading.Condition(threading.Lock())
         self._ready: list[_Ready] = []
         self._claimed: dict[str, _Ready] = {}  # container id -> its prepared mount
+        self._kept: dict[str, _Kept] = {}  # container id -> its root, kept for reuse
+        self._can_clone = True  # the kernel clones detached mounts (see clone_mount)
         self._want: Optional[tuple] = None
         self._seen: dict[tuple, int] = {}
         self._failed: set = set()
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
         self._closed = False
-        self.used = self.refused = 0  # prepared mounts started with / found unfit
+        self.used = self.refused = self.reused = 0  # prepared mounts started with / unfit / reused
         _live.add(self)
 
     # ------------------------------------------------------------ the start path
@@ -126,16 +167,24 @@ class Preparer:
             os.close(got.fd)
             return False
         got.path = dest
+        got.since = time.monotonic()
         with self._cond:
             self._claimed[cid] = got
         return True
 
-    def claim(self, cid: str, lowers: list[str]) -> int:
+    def claim(self, cid: str, lowers: list[str], *, keep: bool = False) -> int:
         """The prepared mount of `cid`'s root, if it still fits (same layers,
         and nobody else mounted them since); -1 otherwise.  The caller owns
-        the fd from here."""
+        the fd from here.  `keep`: the container cannot change its root's
+        superblock (no CAP_SYS_ADMIN), so a second mount of it is kept, for
+        the next container if this one leaves its writable layer empty."""
         with self._cond:
             r = self._claimed.pop(cid, None)
+            old = self._kept.pop(cid, None)
+            if old is not None:  # a restart: its last run's root goes first
+                self._cond.notify_all()
+        if old is not None:
+            os.close(old.fd)
         if r is None:
             return -1
         try:
@@ -147,15 +196,69 @@ class Preparer:
             self.refused += 1
             return -1
         self.used += 1
+        if keep and self._can_clone:
+            from .errors import RuntimeFailure
+            from .linux.runtime import clone_mount
+
+            try:
+                kept = _Kept(clone_mount(r.fd, self._userns_fd), r.lowers, r.since, r.marks)
+            except RuntimeFailure:
+                self._can_clone = False  # not on this kernel: mount each anew
+            else:
+                with self._cond:
+                    self._kept[cid] = kept
         return r.fd
 
-    def drop(self, cid: str) -> None:
-        """Forget (unmount) `cid`'s prepared mount: its layers are about to
-        be mounted or changed otherwise."""
+    def drop(self, cid: str, *, kept: bool = True) -> None:
+        """Forget (unmount) `cid`'s prepared mount, and with `kept` the one
+        kept from its last run: its layers are about to be mounted or
+        changed otherwise."""
         with self._cond:
             r = self._claimed.pop(cid, None)
-        if r is not None:
-            os.close(r.fd)
+            k = self._kept.pop(cid, None) if kept else None
+            if k is not None:
+                self._cond.notify_all()
+        for fd in (r.fd if r is not None else -1, k.fd if k is not None else -1):
+            if fd >= 0:
+                os.close(fd)
+
+    def reuse(self, cid: str, trash: str) -> bool:
+        """Make the root kept for `cid` (removed, its directory renamed to
+        `trash`) a ready one again, directory and mount, if its writable
+        layer stayed empty and no copy-up was left in its work directory;
+        False leaves `trash` to the caller."""
+        # The thread is not woken while this one may come back: it counts.
+        with self._cond:
+            k = self._kept.pop(cid, None)
+        if k is None:
+            return False
+        path = os.path.join(self._containers, f"{PREFIX}{self._pid}-{secrets.token_hex(6)}")
+        ready = None
+        try:
+            if _work_untouched(trash, k.marks) and self._root.emptied(trash):
+                os.rename(trash, path)
+                ready = _Ready(path, k.lowers, k.fd, _marks(path))
+        except OSError:
+            pass
+        with self._cond:
+            wanted = (ready is not None and not self._closed and os.getpid() == self._pid
+                      and k.lowers == self._want
+                      and sum(r.lowers == k.lowers for r in self._ready) < limit())
+            if wanted:
+                self._ready.append(ready)
+                self.reused += 1
+            else:
+                self._cond.notify_all()  # one fewer to count on
+        if wanted:
+            return True
+        if ready is not None:
+            self._release(ready)
+            return True
+        os.close(k.fd)
+        if os.path.exists(path):  # renamed, then unreadable: delete it
+            self._root.discard(path)
+            return True
+        return False
 
     # ------------------------------------------------------------ the thread
     def _start_locked(self) -> None:
@@ -166,10 +269,19 @@ class Preparer:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and (
-                        self._want is None
-                        or sum(r.lowers == self._want for r in self._ready) >= limit()):
-                    self._cond.wait()
+                while not self._closed:
+                    if self._want is None:
+                        self._cond.wait()
+                        continue
+                    # Roots kept in containers started just now count for a
+                    # moment: they come back when those are removed.
+                    now = time.monotonic()
+                    young = [k.since + KEPT_GRACE - now
+                             for k in [*self._kept.values(), *(self._claimed.values() if self._can_clone else ())]
+                             if k.lowers == self._want and now - k.since < KEPT_GRACE]
+                    if sum(r.lowers == self._want for r in self._ready) + len(young) < limit():
+                        break
+                    self._cond.wait(min(young) if young else None)
                 if self._closed or os.getpid() != self._pid:
                     return
                 key = self._want
@@ -215,26 +327,27 @@ class Preparer:
         with contextlib.suppress(OSError):
             os.close(r.fd)
         with contextlib.suppress(OSError):
-            self._root.retire(r.path, os.path.basename(r.path).split("-")[-1])
+            self._root.retire(r.path, os.path.basename(r.path).split("-")[-1], hand_on=False)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             ready, self._ready = self._ready, []
             claimed, self._claimed = self._claimed, {}
+            kept, self._kept = self._kept, {}
             self._cond.notify_all()
         for r in ready:
             self._release(r)
-        for r in claimed.values():
+        for r in [*claimed.values(), *kept.values()]:
             with contextlib.suppress(OSError):
                 os.close(r.fd)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: the parent's roots and fds are not ours."""
-        for r in [*self._ready, *self._claimed.values()]:
+        for r in [*self._ready, *self._claimed.values(), *self._kept.values()]:
             with contextlib.suppress(OSError):
                 os.close(r.fd)
-        self._ready, self._claimed = [], {}
+        self._ready, self._claimed, self._kept = [], {}, {}
         self._cond = threading.Condition(threading.Lock())
         self._thread = None
         self._pid = os.getpid()

@@ -252,11 +252,12 @@ class Root:
             self._shared_userns = -1 if fd is None else fd
         return None if self._shared_userns < 0 else self._shared_userns
 
-    def drop_prepared(self, cid: str) -> None:
+    def drop_prepared(self, cid: str, *, kept: bool = True) -> None:
         """Unmount the root made ahead for container `cid`, if this process
-        holds one (its layers are about to be mounted or changed otherwise)."""
+        holds one (its layers are about to be mounted or changed otherwise),
+        and with `kept` the one kept from its last run for reuse."""
         if self._preparer is not None:
-            self._preparer.drop(cid)
+            self._preparer.drop(cid, kept=kept)
 
     def new_container_dir(self, dest: str) -> None:
         """Make `dest` a container directory (upper/ and work/ in it): a
@@ -266,13 +267,17 @@ class Root:
             for sub in ("upper", "work"):
                 os.mkdir(os.path.join(dest, sub), 0o755)
 
-    def retire(self, path: str, token: str) -> None:
+    def retire(self, path: str, token: str, *, hand_on: bool = True) -> None:
         """Take a container directory out of the way at once (renamed, so it
         is never mistaken for a container) and keep it as a spare or delete
-        it in the background."""
+        it in the background.  With `hand_on`, the root of container `token`
+        whose writable layer stayed empty may stay mounted for the next one
+        (_prepared.py)."""
         trash = os.path.join(self.containers, f".removing-{token}")
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, trash)
+            if hand_on and self._preparer is not None and self._preparer.reuse(token, trash):
+                return
             if not self.recycle(trash):
                 self.discard(trash)
 
@@ -297,31 +302,40 @@ class Root:
             if len(self._spares) >= self.SPARES:
                 return False
         try:
-            names = set(os.listdir(trash))
-            if not names <= self._RECYCLABLE:
+            if not self.emptied(trash):
                 return False
-            if "id" in names and os.stat(os.path.join(trash, "id")).st_nlink != 1:
-                return False  # a name still links to it
-            upper = os.path.join(trash, "upper")
-            st = os.lstat(upper)
-            # overlay keeps its instance's uuid on the layer's root: nothing of
-            # the container's; any other attribute was set from inside.
-            marks = [x for x in os.listxattr(upper, follow_symlinks=False)
-                     if x not in ("trusted.overlay.uuid", "user.overlay.uuid")]
-            if (st.st_mode != 0o40755 or st.st_uid != os.geteuid() or st.st_gid != os.getegid()
-                    or marks or os.listdir(upper)):
-                return False
-            log = os.path.join(trash, "container.log")
-            if os.path.exists(log):
-                os.truncate(log, 0)
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(os.path.join(trash, "exit"), os.path.join(trash, "exit.tmp"))
             spare = os.path.join(self.containers, ".spare-" + os.path.basename(trash).rsplit("-", 1)[-1])
             os.rename(trash, spare)
         except OSError:
             return False
         with self._spare_lock:
             self._spares.append(spare)
+        return True
+
+    def emptied(self, trash: str) -> bool:
+        """Whether a removed container's directory holds nothing but what
+        every container has, with an empty writable layer whose root is as
+        it was made; if so, its log is emptied and its exit record made the
+        next one's file.  OSError when it cannot be read."""
+        names = set(os.listdir(trash))
+        if not names <= self._RECYCLABLE:
+            return False
+        if "id" in names and os.stat(os.path.join(trash, "id")).st_nlink != 1:
+            return False  # a name still links to it
+        upper = os.path.join(trash, "upper")
+        st = os.lstat(upper)
+        # overlay keeps its instance's uuid on the layer's root: nothing of
+        # the container's; any other attribute was set from inside.
+        marks = [x for x in os.listxattr(upper, follow_symlinks=False)
+                 if x not in ("trusted.overlay.uuid", "user.overlay.uuid")]
+        if (st.st_mode != 0o40755 or st.st_uid != os.geteuid() or st.st_gid != os.getegid()
+                or marks or os.listdir(upper)):
+            return False
+        log = os.path.join(trash, "container.log")
+        if os.path.exists(log):
+            os.truncate(log, 0)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(os.path.join(trash, "exit"), os.path.join(trash, "exit.tmp"))
         return True
 
     def mount_point(self) -> str:

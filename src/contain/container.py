@@ -819,7 +819,11 @@ class Container:
         state["NetworkSettings"] = prepared.settings
         # The root mounted ahead for this container, if it still fits.
         prep = self._root.preparer
-        overlay_fd = prep.claim(self.id, spec.root.lowerdirs) if prep is not None else -1
+        # Kept for the next container unless this one may change its root's
+        # superblock (remount it) rather than only its files.
+        keep = not state["HostConfig"]["Privileged"] and \
+            "CAP_SYS_ADMIN" not in state["_contain"]["capabilities"]
+        overlay_fd = prep.claim(self.id, spec.root.lowerdirs, keep=keep) if prep is not None else -1
         if overlay_fd < 0:
             clear_volatile_marker(self._dir)
         # The last run's record goes; its file is the monitor's next one.
@@ -1268,7 +1272,8 @@ class Container:
             remove_anonymous(state, root=self._root)
 
     def _remove_files(self, state: dict) -> None:
-        self._root.drop_prepared(self.id)
+        # A root kept from its run stays: retire may hand it to the next one.
+        self._root.drop_prepared(self.id, kept=False)
         self._release_network(state, ended=state["State"]["Status"] != "running")
         with contextlib.suppress(NotFound):
             self._root.cgroups.open(self.id).remove()

@@ -895,35 +895,71 @@ int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
     return -1;
 }
 
-/* ct_mount_overlay_in: ct_mount_overlay as a member of another user
- * namespace (the user's long-lived one), for a rootless root mounted
- * ahead.  The caller's threads keep it out of setns, so a child sharing
- * its memory and fd table (the mount's fd lands in the caller's table)
- * joins the namespace, makes a mount namespace of its own there (fsopen
- * wants CAP_SYS_ADMIN over the current one's owner) and mounts.  The mount
- * is detached: it outlives that mount namespace, and a container of the
- * same user namespace attaches it as its root. */
-struct mount_in {
+/* Work done as a member of another user namespace (the user's long-lived
+ * one), for things made ahead for rootless containers that join it: a root
+ * mounted ahead, a network namespace.  The caller's threads keep it out of
+ * setns, so a child sharing its memory and fd table (what it opens lands
+ * in the caller's table) joins the namespace, unshares what `unshare`
+ * names there (a mount namespace of its own: fsopen and open_tree want
+ * CAP_SYS_ADMIN over the owner of the current one), and runs `fn`. */
+struct in_userns {
     int userns_fd;
-    const char *lowerdir, *upperdir, *workdir;
-    int flags;
+    int unshare;
+    int (*fn)(void *arg, struct ct_error *err);  /* an fd, or -1 with err filled */
+    void *arg;
     struct ct_error *err;
     int fd;
 };
 
-static int mount_in_child(void *arg)
+static int in_userns_child(void *arg)
 {
-    struct mount_in *m = arg;
-    if (setns(m->userns_fd, CLONE_NEWUSER) < 0) {
-        ct_fail(m->err, "join user namespace", NULL, errno);
+    struct in_userns *u = arg;
+    if (setns(u->userns_fd, CLONE_NEWUSER) < 0) {
+        ct_fail(u->err, "join user namespace", NULL, errno);
         _exit(1);
     }
-    if (unshare(CLONE_NEWNS) < 0) {
-        ct_fail(m->err, "create mount namespace", NULL, errno);
+    if (u->unshare && unshare(u->unshare) < 0) {
+        ct_fail(u->err, u->unshare == CLONE_NEWNET ? "create network namespace" : "create mount namespace",
+                NULL, errno);
         _exit(1);
     }
-    m->fd = ct_mount_overlay(m->lowerdir, m->upperdir, m->workdir, m->flags, m->err);
+    u->fd = u->fn(u->arg, u->err);
     _exit(0);
+}
+
+static int run_in_userns(int userns_fd, int unshare_flags, int (*fn)(void *, struct ct_error *), void *arg,
+                         const char *step, struct ct_error *err)
+{
+    __builtin_memset(err, 0, sizeof *err);
+    struct in_userns u = {userns_fd, unshare_flags, fn, arg, err, -1};
+    char *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return ct_fail(err, "allocate stack", NULL, errno);
+    sigset_t old;
+    block_signals(&old);
+    int pid = clone(in_userns_child, stack + STACK_SIZE, CLONE_VM | CLONE_FILES | CLONE_VFORK | SIGCHLD, &u);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        munmap(stack, STACK_SIZE);
+        return ct_fail(err, "clone", NULL, e);
+    }
+    reap(pid);
+    munmap(stack, STACK_SIZE);
+    if (u.fd < 0 && !err->step[0])
+        ct_fail(err, step, NULL, ECHILD);
+    return u.fd;
+}
+
+struct overlay_args {
+    const char *lowerdir, *upperdir, *workdir;
+    int flags;
+};
+
+static int overlay_fn(void *arg, struct ct_error *err)
+{
+    struct overlay_args *a = arg;
+    return ct_mount_overlay(a->lowerdir, a->upperdir, a->workdir, a->flags, err);
 }
 
 int ct_mount_overlay_in(int userns_fd, const char *lowerdir, const char *upperdir, const char *workdir,
@@ -931,75 +967,39 @@ int ct_mount_overlay_in(int userns_fd, const char *lowerdir, const char *upperdi
 {
     if (userns_fd < 0)
         return ct_mount_overlay(lowerdir, upperdir, workdir, flags, err);
-    __builtin_memset(err, 0, sizeof *err);
-    struct mount_in m = {userns_fd, lowerdir, upperdir, workdir, flags, err, -1};
-    char *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED)
-        return ct_fail(err, "allocate stack", NULL, errno);
-    sigset_t old;
-    block_signals(&old);
-    int pid = clone(mount_in_child, stack + STACK_SIZE, CLONE_VM | CLONE_FILES | CLONE_VFORK | SIGCHLD, &m);
-    int e = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        munmap(stack, STACK_SIZE);
-        return ct_fail(err, "clone", NULL, e);
-    }
-    reap(pid);
-    munmap(stack, STACK_SIZE);
-    if (m.fd < 0 && !err->step[0])
-        ct_fail(err, "mount overlay root", upperdir ? upperdir : lowerdir, ECHILD);
-    return m.fd;
+    struct overlay_args a = {lowerdir, upperdir, workdir, flags};
+    return run_in_userns(userns_fd, CLONE_NEWNS, overlay_fn, &a, "mount overlay root", err);
 }
 
-/* ct_netns_in: a network namespace with lo up, made as a member of the
- * user namespace userns_fd (a rootless "none" network made ahead, as the
- * network pool does for root), returned as an fd in the caller's table;
- * the same kind of child as ct_mount_overlay_in's makes it. */
-struct netns_in {
-    int userns_fd;
-    struct ct_error *err;
-    int fd;
-};
-
-static int netns_in_child(void *arg)
+static int netns_fn(void *arg, struct ct_error *err)
 {
-    struct netns_in *m = arg;
-    if (setns(m->userns_fd, CLONE_NEWUSER) < 0) {
-        ct_fail(m->err, "join user namespace", NULL, errno);
-        _exit(1);
-    }
-    if (unshare(CLONE_NEWNET) < 0) {
-        ct_fail(m->err, "create network namespace", NULL, errno);
-        _exit(1);
-    }
-    if (loopback_up(m->err) < 0)
-        _exit(1);
-    m->fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (m->fd < 0)
-        ct_fail(m->err, "open network namespace", NULL, errno);
-    _exit(0);
+    (void)arg;
+    if (loopback_up(err) < 0)
+        return -1;
+    int fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        ct_fail(err, "open network namespace", NULL, errno);
+    return fd;
 }
 
 int ct_netns_in(int userns_fd, struct ct_error *err)
 {
-    __builtin_memset(err, 0, sizeof *err);
-    struct netns_in m = {userns_fd, err, -1};
-    char *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED)
-        return ct_fail(err, "allocate stack", NULL, errno);
-    sigset_t old;
-    block_signals(&old);
-    int pid = clone(netns_in_child, stack + STACK_SIZE, CLONE_VM | CLONE_FILES | CLONE_VFORK | SIGCHLD, &m);
-    int e = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        munmap(stack, STACK_SIZE);
-        return ct_fail(err, "clone", NULL, e);
+    return run_in_userns(userns_fd, CLONE_NEWNET, netns_fn, NULL, "create network namespace", err);
+}
+
+static int clone_mount_fn(void *arg, struct ct_error *err)
+{
+    int fd = (int)syscall(SYS_open_tree, *(int *)arg, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (fd < 0)
+        ct_fail(err, "clone mount", NULL, errno);
+    return fd;
+}
+
+int ct_clone_mount(int userns_fd, int mount_fd, struct ct_error *err)
+{
+    if (userns_fd < 0) {
+        __builtin_memset(err, 0, sizeof *err);
+        return clone_mount_fn(&mount_fd, err);
     }
-    reap(pid);
-    munmap(stack, STACK_SIZE);
-    if (m.fd < 0 && !err->step[0])
-        ct_fail(err, "create network namespace", NULL, ECHILD);
-    return m.fd;
+    return run_in_userns(userns_fd, CLONE_NEWNS, clone_mount_fn, &mount_fd, "clone mount", err);
 }

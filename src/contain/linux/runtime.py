@@ -292,6 +292,18 @@ def mount_overlay(lowerdirs: Sequence[str], upperdir: str, workdir: str, *,
     return fd
 
 
+def clone_mount(mount_fd: int, userns_fd: int = -1) -> int:
+    """A second detached mount of the same superblock as the detached mount
+    `mount_fd` (a container's root kept for the next container), made as a
+    member of `userns_fd` when given.  RuntimeFailure where the kernel
+    refuses (older kernels do not clone detached mounts: EINVAL)."""
+    err = ffi.new("struct ct_error *")
+    fd = lib.ct_clone_mount(userns_fd, mount_fd, err)
+    if fd < 0:
+        raise _failure(err)
+    return fd
+
+
 def netns_in(userns_fd: int) -> int:
     """A network namespace with lo up, made as a member of the user
     namespace `userns_fd` (rootless network "none", made ahead for
