@@ -153,6 +153,10 @@ class Preparer:
             for i, r in enumerate(self._ready):
                 if r.lowers == key:
                     got = self._ready.pop(i)
+                    # Claimed at once, before the thread is woken: claimed
+                    # and young, it counts as one to come back (see _loop).
+                    got.since = time.monotonic()
+                    self._claimed[cid] = got
                     break
             # A process that makes one container gains nothing from this.
             if self._seen[key] >= 2 and key not in self._failed and limit():
@@ -164,12 +168,12 @@ class Preparer:
         try:
             os.rename(got.path, dest)
         except OSError:
+            with self._cond:
+                self._claimed.pop(cid, None)
+                self._cond.notify_all()
             os.close(got.fd)
             return False
         got.path = dest
-        got.since = time.monotonic()
-        with self._cond:
-            self._claimed[cid] = got
         return True
 
     def claim(self, cid: str, lowers: list[str], *, keep: bool = False) -> int:
