@@ -281,8 +281,10 @@ def test_twenty_containers_at_once(run):
 
 def test_exec_leaves_no_fd_or_process(run):
     c = run(["sleep", "60"])
-    # The background deleter holds directory fds while it works: let it finish.
+    # The background deleter holds directory fds while it works, and the
+    # preparer's thread mounts the next root: let them finish.
     wait_for_discards(10)
+    assert c._root.preparer is None or c._root.preparer.settle()
     before = set(os.listdir("/proc/self/fd"))
     for _ in range(5):
         assert c.exec_run(["true"]).exit_code == 0
@@ -474,7 +476,7 @@ def test_roots_mounted_ahead_are_used_and_refused_when_changed(fresh):
     wait_for_discards()
 
 
-def test_roots_left_unchanged_are_kept_mounted_for_the_next(fresh, monkeypatch):
+def test_roots_left_unchanged_are_kept_mounted_for_the_next(fresh, monkeypatch, tmp_path):
     """A container that wrote nothing hands its mounted root on; one that
     changed anything (a file written, one deleted) or that may remount its
     root (privileged) does not, and the next container sees none of it."""
@@ -508,14 +510,17 @@ def test_roots_left_unchanged_are_kept_mounted_for_the_next(fresh, monkeypatch):
         assert prep.reused == reused, cmd  # changed: not handed on
     out = run(["sh", "-c", "ls /left 2>&1; cat /etc/passwd | head -1"])
     assert b"No such file" in out and b"root:" in out, out
-    # Kept while it runs; never for a container that may remount its root.
+    # Kept while it runs; never for a container that may remount its root,
+    # or that could pass a descriptor of it out through a bind mount.
     c = Container.run(image, ["sleep", "30"], root=root)
     try:
         p = Container.run(image, ["sleep", "30"], root=root, cap_add=["SYS_ADMIN"])
+        b = Container.run(image, ["sleep", "30"], root=root, volumes={str(tmp_path): {"bind": "/v"}})
         try:
-            assert c.id in prep._kept and p.id not in prep._kept
+            assert c.id in prep._kept and p.id not in prep._kept and b.id not in prep._kept
         finally:
             p.remove(force=True)
+            b.remove(force=True)
     finally:
         c.remove(force=True)
     # A restart mounts its root anew: the kept mount of the last run goes first.

@@ -176,6 +176,49 @@ def test_delegated_subtree_applies_limits_as_for_root(tmp_path):
     assert "cpuset_cpus" in str(info.value) and "cpu memory pids" in str(info.value)
 
 
+def test_a_subtree_holding_the_caller_passes_no_controllers(tmp_path):
+    """An administrator's subtree the caller runs in directly: containers
+    get cgroups there, but no controller is enabled (the kernel refuses it
+    with EBUSY while the caller is in it), and a limit says why."""
+    from test_cgroups import FakeKernel, make_v2
+
+    from contain.linux.cgroups import Resources
+
+    kernel = FakeKernel()
+    root, mountinfo = make_v2(tmp_path, kernel, controllers="cpu memory pids")
+    kernel.write(root + "/cgroup.subtree_control", "+cpu +memory +pids")
+    own = root + "/admin-given"
+    kernel.mkdir(own)
+    self_cgroup = tmp_path / "self_cgroup"
+    self_cgroup.write_text("0::/admin-given\n")
+    assert rootless.holds_caller(own, cgroup_root=root, proc_self_cgroup=str(self_cgroup), mountinfo=mountinfo)
+    m = rootless.delegated_manager(own, cgroup_root=root, mountinfo=mountinfo,
+                                   proc_self_cgroup=str(self_cgroup), syscalls=kernel)
+    assert m.layout.v2_controllers == frozenset()
+    c = m.create("c1", Resources())
+    assert c.v2_path == own + "/contain/c1"
+    assert not [w for w in kernel.writes if w[0].endswith("cgroup.subtree_control") and w[0] != root + "/cgroup.subtree_control"]
+    c.remove()
+
+
+def test_forked_children_get_no_namespaces_of_the_parents_pool():
+    from contain.net import pool
+
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    p = pool._Pool()
+    p.ready.append(fd)
+    pool._bare_in[-7] = p
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if pool._bare_in == {} else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        pool._bare_in.pop(-7, None)
+        os.close(fd)
+
+
 def test_this_host_has_no_delegation_for_root_either():
     # cgroup v1 hybrid here; the v2 tree has no delegated subtree for us.
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
@@ -695,6 +738,30 @@ def test_containers_join_one_long_lived_user_namespace(user):
     third = user.result(_SHARED_USERNS)
     assert third["holder"] not in (None, first["holder"])
     assert set(third["inodes"]) == {third["holder_ns"]} and third["holder_ns"] != first["holder_ns"]
+
+
+def test_restart_policy_as_an_ordinary_user(user):
+    """The restart process the monitor execs runs as the user on the host
+    (not as uid 0 of the container's user namespace), finds the user's
+    root, and starts the container again in the shared namespace."""
+    out = user.result(_INTEGRATION + """
+import time
+from contain import Container
+img = busybox_image()
+c = Container.run(img, ["sh", "-c", "echo run; exit 3"], network="none",
+                  restart_policy={"Name": "on-failure", "MaximumRetryCount": 2})
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    info = c.inspect()
+    if info["RestartCount"] == 2 and not info["State"]["Running"] and not c._monitor_running():
+        break
+    time.sleep(0.05)
+info = c.inspect()
+logs = c.logs().decode()
+c.remove(force=True)
+print(json.dumps({"restarts": info["RestartCount"], "logs": logs, "code": info["State"]["ExitCode"]}))
+""")
+    assert out == {"restarts": 2, "logs": "run\nrun\nrun\n", "code": 3}, out
 
 
 def test_joining_a_user_namespace_needs_a_monitor():

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import secrets
 import threading
@@ -100,6 +101,7 @@ class _Ready:
 # one of those the thread keeps ready, so that a loop of run-and-remove
 # mounts nothing at all.
 KEPT_GRACE = 0.1
+KEPT_MAX = 16
 
 
 class _Kept:
@@ -110,11 +112,13 @@ class _Kept:
 
 
 def _work_untouched(cdir: str, marks: tuple) -> bool:
-    """overlay's work directory is as the mount left it: every copy-up and
-    whiteout passes through it, and changes its ctime.  (Its mode is 000
-    for an ordinary user: it cannot be listed, only looked at.)"""
+    """The mount's own directories (nobody replaced upper/ meanwhile, as a
+    reset does), and overlay's work directory as the mount left it: every
+    copy-up and whiteout passes through it, and changes its ctime.  (Its
+    mode is 000 for an ordinary user: it cannot be listed, only looked at.)"""
     st = os.stat(os.path.join(cdir, "work", "work"))
-    return (st.st_ino, st.st_ctime_ns) == marks[:2]
+    return (st.st_ino, st.st_ctime_ns) == marks[:2] and \
+        os.stat(os.path.join(cdir, "upper")).st_ino == marks[2]
 
 
 class Preparer:
@@ -136,6 +140,7 @@ class Preparer:
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
         self._closed = False
+        self._busy = False  # the thread is mounting a root
         self.used = self.refused = self.reused = 0  # prepared mounts started with / unfit / reused
         _live.add(self)
 
@@ -206,11 +211,20 @@ class Preparer:
 
             try:
                 kept = _Kept(clone_mount(r.fd, self._userns_fd), r.lowers, r.since, r.marks)
-            except RuntimeFailure:
-                self._can_clone = False  # not on this kernel: mount each anew
+            except RuntimeFailure as exc:
+                if exc.errno == errno.EINVAL:
+                    self._can_clone = False  # not on this kernel: mount each anew
             else:
                 with self._cond:
                     self._kept[cid] = kept
+                    # Containers removed elsewhere (another process, the
+                    # CLI) never come back here: the oldest go.
+                    old = []
+                    while len(self._kept) > KEPT_MAX:
+                        oldest = min(self._kept, key=lambda c: self._kept[c].since)
+                        old.append(self._kept.pop(oldest))
+                for k in old:
+                    os.close(k.fd)
         return r.fd
 
     def drop(self, cid: str, *, kept: bool = True) -> None:
@@ -264,6 +278,24 @@ class Preparer:
             return True
         return False
 
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until the thread has nothing to do for now: no root being
+        mounted, none of the taken ones still young, as many ready as it
+        keeps (tests that count descriptors).  False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                now = time.monotonic()
+                young = any(now - k.since < KEPT_GRACE
+                            for k in [*self._kept.values(), *self._claimed.values()])
+                want = self._want
+                full = want is None or want in self._failed or not limit() or \
+                    sum(r.lowers == want for r in self._ready) >= limit()
+                if not self._busy and not young and full:
+                    return True
+            time.sleep(0.01)
+        return False
+
     # ------------------------------------------------------------ the thread
     def _start_locked(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -289,7 +321,11 @@ class Preparer:
                 if self._closed or os.getpid() != self._pid:
                     return
                 key = self._want
-            ready = self._make(key)
+                self._busy = True
+            try:
+                ready = self._make(key)
+            finally:
+                self._busy = False
             with self._cond:
                 if ready is None:
                     self._failed.add(key)

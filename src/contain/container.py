@@ -820,9 +820,13 @@ class Container:
         # The root mounted ahead for this container, if it still fits.
         prep = self._root.preparer
         # Kept for the next container unless this one may change its root's
-        # superblock (remount it) rather than only its files.
-        keep = not state["HostConfig"]["Privileged"] and \
-            "CAP_SYS_ADMIN" not in state["_contain"]["capabilities"]
+        # superblock (remount it) rather than only its files, or could pass
+        # a descriptor of its root out (a unix socket through a bind mount,
+        # an abstract one on the host's network) to reach the next one.
+        host = state["HostConfig"]
+        keep = (not host["Privileged"] and "CAP_SYS_ADMIN" not in state["_contain"]["capabilities"]
+                and host["NetworkMode"] != "host"
+                and not any(m["type"] == "bind" for m in state["_contain"]["mounts"]))
         overlay_fd = prep.claim(self.id, spec.root.lowerdirs, keep=keep) if prep is not None else -1
         if overlay_fd < 0:
             clear_volatile_marker(self._dir)
@@ -1559,6 +1563,9 @@ class Container:
         if not any(e.startswith("HOME=") for e in envl):
             envl.append(f"HOME={who.home}")
         caps = list(defaults.CAPABILITY_NUMBERS) if privileged else state["_contain"]["capabilities"]
+        if "CAP_SYS_ADMIN" in caps:
+            # It may remount the root's superblock: that root is not handed on.
+            self._root.drop_prepared(self.id)
         process = Process(args=argv, env=envl, cwd=workdir or cfg["WorkingDir"] or "/",
                           user=User(who.uid, who.gid, list(who.additional_gids)),
                           capabilities=defaults.capabilities_for(who.uid, caps),

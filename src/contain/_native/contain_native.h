@@ -89,10 +89,11 @@ struct ct_spec {
      * NULL and the child binds that mount as its root.  NULL: none. */
     const char *const *root_helper;
     /* Rootless, instead of CLONE_NEWUSER: a user namespace to join (an fd
-     * of the user's long-lived one, see contain-monitor --hold-userns),
-     * entered by the monitor-to-be before it clones the container, so that
-     * the namespaces made for the container belong to it.  -1: none.
-     * Needs a monitor (the caller's threads keep it out of setns). */
+     * of the user's long-lived one, see contain-monitor --hold-userns).  A
+     * child of the monitor-to-be enters it and clones the container as the
+     * monitor's child, so that the namespaces made for the container belong
+     * to it while the monitor stays on the host.  -1: none.  Needs a
+     * monitor (the caller's threads keep it out of setns). */
     int userns_fd;
 };
 

@@ -89,6 +89,7 @@ struct spawn_ctx {
     int cg_r;          /* and here once it has placed the child in its cgroups */
     int cg_w;
     int placed_v2;     /* the child was born in its v2 cgroup (CLONE_INTO_CGROUP) */
+    int clone_parent;  /* clone the container as a sibling (CLONE_PARENT): see clone_in_userns */
     sigset_t mask;     /* the parent's signal mask, restored before exec */
     /* ct_join */
     int target_pidfd;
@@ -568,7 +569,7 @@ static int clone_flags_for(struct ct_spec *spec)
  * wait); elsewhere, or on kernels without it, with clone. */
 static int clone_container(struct spawn_ctx *c, int *pidfd)
 {
-    int flags = clone_flags_for(c->spec);
+    int flags = clone_flags_for(c->spec) | (c->clone_parent ? CLONE_PARENT : 0);
     c->placed_v2 = 0;
 #ifdef HAVE_CLONE3_RUN
     if (c->spec->cgroup_dir_fd >= 0) {
@@ -603,6 +604,47 @@ static void format_uint(char *buf, unsigned int u)
     buf[n] = 0;
 }
 
+/* With ct_spec.userns_fd (the user's long-lived user namespace): a
+ * short-lived child of the monitor-to-be joins that namespace and clones
+ * the container as the monitor's own child (CLONE_PARENT).  What the clone
+ * makes for the container then belongs to that namespace, while the
+ * monitor, and the restart process it may exec, stay the user's on the
+ * host.  (setns wants a process of its own thread group and fs_struct:
+ * this child is one, the caller's threads are not.)  The child shares our
+ * memory and fd table, so the pid and the pidfd come back here. */
+struct joined_clone {
+    struct spawn_ctx *c;
+    int *pidfd;
+    int pid;
+    int err;
+};
+
+static int joined_clone_child(void *arg)
+{
+    struct joined_clone *j = arg;
+    if (setns(j->c->spec->userns_fd, CLONE_NEWUSER) < 0) {
+        j->err = errno;
+        ct_fail(j->c->err, "join user namespace", "the user's long-lived one (contain-monitor --hold-userns)", errno);
+        _exit(1);
+    }
+    j->c->clone_parent = 1;
+    j->pid = clone_container(j->c, j->pidfd);
+    j->err = errno;
+    _exit(0);
+}
+
+static int clone_in_userns(struct spawn_ctx *c, int *pidfd)
+{
+    struct joined_clone j = {c, pidfd, -1, ECHILD};
+    int p = clone(joined_clone_child, c->stack_h, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &j);
+    if (p < 0)
+        return -1;
+    reap(p);
+    if (j.pid < 0)
+        errno = j.err;
+    return j.pid;
+}
+
 /* The monitor-to-be: parent of the container, then exec'd as the monitor. */
 static int monitor_child(void *arg)
 {
@@ -616,15 +658,12 @@ static int monitor_child(void *arg)
     close(c->done_r);
     /* A session of its own: a Ctrl-C meant for the caller does not reach it. */
     setsid();
-    /* Enter the user's long-lived user namespace first: what the clone
-     * makes for the container then belongs to it.  (A process of its own
-     * thread group and fs_struct, as setns needs; the caller's threads
-     * would not be.) */
-    if (c->spec->userns_fd >= 0 && setns(c->spec->userns_fd, CLONE_NEWUSER) < 0)
-        die(c->err, "join user namespace", NULL, errno);
-    int pid = clone_container(c, &pidfd);
-    if (pid < 0)
+    int pid = c->spec->userns_fd >= 0 ? clone_in_userns(c, &pidfd) : clone_container(c, &pidfd);
+    if (pid < 0) {
+        if (c->err->step[0])
+            _exit(125);  /* recorded already ("join user namespace") */
         die(c->err, "clone", NULL, errno);
+    }
     c->child_pid = pid;
     if (c->go_r >= 0 && map_and_release(c, pid) < 0) {
         kill(pid, SIGKILL);
@@ -915,7 +954,7 @@ static int in_userns_child(void *arg)
 {
     struct in_userns *u = arg;
     if (setns(u->userns_fd, CLONE_NEWUSER) < 0) {
-        ct_fail(u->err, "join user namespace", NULL, errno);
+        ct_fail(u->err, "join user namespace", "the user's long-lived one (contain-monitor --hold-userns)", errno);
         _exit(1);
     }
     if (u->unshare && unshare(u->unshare) < 0) {

@@ -954,6 +954,7 @@ class CgroupManager:
         systemd: bool = True,
         track_unified: bool = True,
         syscalls: Syscalls | None = None,
+        pass_controllers: bool = True,
     ) -> None:
         parent = parent or os.environ.get(PARENT_ENV) or DEFAULT_PARENT
         segments = parent.strip("/").split("/")
@@ -963,6 +964,9 @@ class CgroupManager:
         self.parent = "/".join(segments)
         self._segments = segments
         self._sc = syscalls or _SYSCALLS
+        # v2: enable controllers for the parents' children (False: the top
+        # holds processes, where the kernel refuses it with EBUSY).
+        self._pass_controllers = pass_controllers
         # Hierarchy key -> mount point, for every hierarchy a container gets a directory in.
         self._mounts: dict[str, str] = {}
         if layout.mode == "v2":
@@ -1093,7 +1097,7 @@ class CgroupManager:
 
     def _ensure_parent(self) -> None:
         for key, mount in self._mounts.items():
-            v2_controllers = key == UNIFIED and self.mode == "v2"
+            v2_controllers = key == UNIFIED and self.mode == "v2" and self._pass_controllers
             d = mount
             for segment in self._segments:
                 if v2_controllers:

@@ -304,9 +304,23 @@ def delegated_cgroup(*, cgroup_root: str = "/sys/fs/cgroup", proc_self_cgroup: s
     return None
 
 
-def delegated_controllers(delegated: str) -> frozenset:
+def holds_caller(delegated: str, *, cgroup_root: str = "/sys/fs/cgroup",
+                 proc_self_cgroup: str = "/proc/self/cgroup", mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether the delegated subtree is the caller's own cgroup, with the
+    caller in it: cgroup v2 lets only a cgroup without processes pass
+    controllers on to children (the no-internal-process rule)."""
+    unified = _unified_mount(cgroup_root, mountinfo)
+    own = _own_cgroup_v2(proc_self_cgroup)
+    return (unified is not None and own is not None
+            and os.path.normpath(os.path.join(unified, own.lstrip("/"))) == os.path.normpath(delegated))
+
+
+def delegated_controllers(delegated: str, *, passed_on: bool = True) -> frozenset:
     """The controllers a delegated subtree offers its children (its
-    cgroup.controllers: what its parent enabled for it)."""
+    cgroup.controllers: what its parent enabled for it); none when it
+    cannot pass them on (`passed_on` False: it holds the caller)."""
+    if not passed_on:
+        return frozenset()
     try:
         with open(os.path.join(delegated, "cgroup.controllers")) as f:
             return frozenset(f.read().split())
@@ -315,15 +329,21 @@ def delegated_controllers(delegated: str) -> frozenset:
 
 
 def delegated_manager(delegated: str, *, cgroup_root: str = "/sys/fs/cgroup",
-                      mountinfo: str = "/proc/self/mountinfo", syscalls=None):
+                      mountinfo: str = "/proc/self/mountinfo", proc_self_cgroup: str = "/proc/self/cgroup",
+                      syscalls=None):
     """The cgroup manager of a rootless root with a delegated subtree:
     container cgroups under DELEGATED/contain (or $CONTAIN_CGROUP_PARENT),
-    limits and stats through the v2 files as for root."""
+    limits and stats through the v2 files as for root.  A subtree that is
+    the caller's own cgroup gets container cgroups without controllers
+    (enabling any there fails with EBUSY while the caller is in it)."""
     from .cgroups import CgroupManager, Layout
 
+    own = holds_caller(delegated, cgroup_root=cgroup_root, proc_self_cgroup=proc_self_cgroup,
+                       mountinfo=mountinfo)
     layout = Layout(mode="v2", root=_unified_mount(cgroup_root, mountinfo) or delegated,
-                    v2=delegated, v2_controllers=delegated_controllers(delegated))
-    return CgroupManager(layout, systemd=False, track_unified=False, syscalls=syscalls)
+                    v2=delegated, v2_controllers=delegated_controllers(delegated, passed_on=not own))
+    return CgroupManager(layout, systemd=False, track_unified=False, syscalls=syscalls,
+                         pass_controllers=not own)
 
 
 def _unified_mount(cgroup_root: str, mountinfo: str) -> Optional[str]:
@@ -360,7 +380,8 @@ def check_resources(resources, *, delegated: Optional[str], user: Optional[str] 
     if not set_fields:
         return
     if delegated is not None:
-        offered = delegated_controllers(delegated)
+        own = holds_caller(delegated)
+        offered = delegated_controllers(delegated, passed_on=not own)
         lacking: dict[str, set] = {}
         for name in set_fields:
             controller = _CONTROLLER_OF.get(name)
@@ -370,6 +391,12 @@ def check_resources(resources, *, delegated: Optional[str], user: Optional[str] 
             return
         missing = sorted(lacking)
         asked = sorted(set().union(*lacking.values()))
+        if own:
+            raise InvalidArgument(
+                f"the delegated cgroup v2 subtree {delegated} holds this process itself, and cgroup "
+                "v2 passes controllers on only from a cgroup without processes: limits "
+                f"({', '.join(asked)}) need this process started in a leaf below it "
+                f"(mkdir {delegated}/leaf; echo $$ > {delegated}/leaf/cgroup.procs)")
         raise InvalidArgument(
             f"the delegated cgroup v2 subtree {delegated} offers no {', '.join(missing)} "
             f"controller{'s' if len(missing) > 1 else ''} (its cgroup.controllers: "

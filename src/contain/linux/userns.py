@@ -25,9 +25,11 @@ processes (and with them their /proc/PID/ns files).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 import threading
 from typing import Optional
@@ -147,7 +149,8 @@ def _make_holder(maps) -> tuple[int, str]:
         start = start_time(pid)
         _run_helpers(maps, pid)
         if start is None:
-            raise RuntimeFailure("make user namespace", errno.ESRCH, f"holder {pid} ended at once")
+            raise RuntimeFailure("make user namespace", errno.ESRCH,
+                                 f"the holder of the user namespace (pid {pid}) ended at once")
         proc.stdin.write(b"g")
         proc.stdin.flush()
         return pid, start
@@ -180,7 +183,10 @@ def shared(maps, rundir: str) -> Optional[int]:
                 pid, start = _make_holder(maps)
                 fd = _open_ns(pid, start)
                 if fd is None:
-                    raise RuntimeFailure("make user namespace", errno.ESRCH, f"holder {pid} ended at once")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    raise RuntimeFailure("make user namespace", errno.ESRCH,
+                                         f"the holder of the user namespace (pid {pid}) ended at once")
                 _save(record_path, {"pid": pid, "start": start,
                                     "uid_map": [list(m) for m in key[0]],
                                     "gid_map": [list(m) for m in key[1]]})
@@ -197,10 +203,11 @@ def holder(rundir: str) -> Optional[int]:
     return None
 
 
-def forget() -> None:
-    """Close this process's fds of the shared namespaces (tests; after the
-    holder was stopped on purpose)."""
-    with _lock:
-        for fd in _fds.values():
-            os.close(fd)
-        _fds.clear()
+def _after_fork_in_child() -> None:
+    # A fork while another thread made a holder would leave the lock taken;
+    # the fds stay valid (inherited).
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -262,15 +262,15 @@ def fill(count: int, timeout: float = 10.0) -> bool:
 def shutdown(timeout: float = 2.0) -> None:
     """Destroy every ready pair and namespace and stop the threads (a later
     take() starts anew)."""
-    b = _bare
-    with b.lock:
-        b.generation += 1
-        b.target = 0
-        fds, b.ready = b.ready, []
-        b.wake.notify_all()
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    for b in [_bare, *_bare_in.values()]:
+        with b.lock:
+            b.generation += 1
+            b.target = 0
+            fds, b.ready = b.ready, []
+            b.wake.notify_all()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
     p = _pool
     with p.lock:
         p.generation += 1
@@ -338,6 +338,12 @@ def _after_fork_in_child() -> None:
     for fd in old_bare.ready:
         with contextlib.suppress(OSError):
             os.close(fd)
+    # The same for the rootless ones: two processes must never hand out one.
+    for p in list(_bare_in.values()):
+        for fd in p.ready:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _bare_in.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
