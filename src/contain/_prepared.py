@@ -32,8 +32,13 @@ and makes and deletes no inode in work/ either. "Empty" means: nothing in
 upper/, no attribute on its root but overlay's uuid, its mode and owner
 as made, and work/work as the mount left it (same ctime: every copy-up and
 whiteout passes through it). Every change a container makes to its root
-copies something up into upper/, so this check is complete. A container that could remount the superblock itself
-(privileged, or with CAP_SYS_ADMIN) keeps nothing.
+copies something up into upper/, so this check is complete.
+
+Nothing is kept for a container that could remount the superblock itself
+(privileged, or with CAP_SYS_ADMIN, or after such an exec). Nor for one
+that could pass a descriptor of its root out and so reach the next
+container's files: through a bind mount, which may hold a unix socket, or
+on the host's network, with its abstract sockets.
 """
 
 from __future__ import annotations
