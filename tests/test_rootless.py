@@ -445,6 +445,7 @@ def user():
     finally:
         subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)  # only this user's
         subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
+        shutil.rmtree(f"/tmp/contain-{u.uid}" if "u" in locals() else "/nonexistent", ignore_errors=True)
         home = f"/home/{name}"
         if os.path.exists(home):
             shutil.rmtree(home, ignore_errors=True)
@@ -762,6 +763,19 @@ c.remove(force=True)
 print(json.dumps({"restarts": info["RestartCount"], "logs": logs, "code": info["State"]["ExitCode"]}))
 """)
     assert out == {"restarts": 2, "logs": "run\nrun\nrun\n", "code": 3}, out
+    # It used the user's runtime directory, and with it the one holder.
+    assert not os.path.exists(f"/tmp/contain-{user.uid}")
+    holders = [pid for pid in os.listdir("/proc") if pid.isdigit() and _owner(int(pid)) == user.uid
+               and _cmdline(int(pid)).endswith("--hold-userns")]
+    assert len(holders) == 1, holders
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def test_joining_a_user_namespace_needs_a_monitor():

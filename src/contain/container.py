@@ -893,8 +893,13 @@ class Container:
             fds.append(exited_w)
             flags += ["--exited-fd", str(4 + len(monitor_fds))]
             monitor_fds.append(exited_w)
+            monitor_env: list[str] = []
             if host.get("RestartPolicy", {}).get("Name", "no") != "no":
                 flags += ["--", sys.executable, "-m", "contain._restart", self._root.path, self.id]
+                # The restart process finds the same runtime directory (an
+                # ordinary user's: the shared user namespace's record, the
+                # network helpers') and home as this one.
+                monitor_env = [f"{k}={os.environ[k]}" for k in _RESTART_ENV if k in os.environ]
             userns_options: dict = {}
             if state["_contain"].get("userns"):
                 from .linux.rootless import spawn_options
@@ -902,7 +907,8 @@ class Container:
                 userns_options = spawn_options(self._root.id_maps, shared=spec.root.mount_program is None)
             child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(include_v2=False),
                           cgroup_dir=cgroup.v2_path,
-                          monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds),
+                          monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds,
+                                          env=monitor_env),
                           console_socket=console, join_ns_fds=join_fds, overlay_fd=overlay_fd,
                           **userns_options)
         except BaseException as exc:
@@ -1842,6 +1848,10 @@ def _format(line: LogLine, timestamps: bool) -> bytes:
     if timestamps:
         return _timefmt.rfc3339(line.time_ns).encode() + b" " + line.data
     return line.data
+
+
+_RESTART_ENV = ("HOME", "USER", "LOGNAME", "PATH", "LANG", "XDG_DATA_HOME", "XDG_RUNTIME_DIR",
+                "CONTAIN_ROOT", "CONTAIN_ROOTFS_DRIVER", "CONTAIN_CGROUP_PARENT")
 
 
 def _capabilities(cap_add: Sequence[str], cap_drop: Sequence[str], privileged: bool) -> list[str]:

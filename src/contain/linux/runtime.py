@@ -51,6 +51,7 @@ class Monitor:
     argv: Sequence[str]  # an entry "{pid}" becomes the container's pid
     fds: Sequence[int] = ()  # handed over as fds 4, 5, ... (3 is the container's pidfd)
     path: str = MONITOR_PATH
+    env: Sequence[str] = ()  # its environment ("K=V"), passed on to a restart process
 
 
 @attrs.frozen
@@ -446,7 +447,7 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
             cmon = ffi.new("struct ct_monitor *")
             cmon.path = keep.str(monitor.path)
             cmon.argv = keep.strv([monitor.path, *monitor.argv])
-            cmon.envp = keep.strv([])
+            cmon.envp = keep.strv(list(monitor.env))
             for i, fd in enumerate(monitor.fds):
                 cmon.fds[i] = fd
             cmon.nfds = len(monitor.fds)
