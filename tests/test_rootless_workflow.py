@@ -349,6 +349,32 @@ print(json.dumps({{"logs": logs, "layers": layers}}))
     assert run_layer["home/app"] == [1000, 1000] and run_layer["bin/.wh.vi"] == [0, 0]
 
 
+def test_copy_from_a_stage_reads_files_only_their_owner_may(user):
+    """COPY --from of a file of mode 0600 owned by uid 1000 of the image: on
+    the host a subordinate id owns it, and the user may not read it; the
+    copy is made as root of the user namespace instead."""
+    ctx = os.path.join(user.home, "ctx-from")
+    os.makedirs(ctx)
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write("FROM busybox:rootless AS one\n"
+                "RUN echo secret > /s && chown 1000:1000 /s && chmod 600 /s\n"
+                "FROM busybox:rootless\n"
+                "COPY --from=one /s /copied\n")
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", ctx], check=True)
+    out = user.result(_own_root("from") + _INTEGRATION + f"""
+from contain import Builder, Container
+busybox_image()
+img = Builder.from_dockerfile({ctx!r}, tag="from:1", quiet=True)
+c = Container.run(img, ["sh", "-c", "{STAT} /copied; cat /copied"], network="none")
+c.wait(timeout=30)
+logs = c.logs().decode()
+c.remove()
+print(json.dumps({{"logs": logs}}))
+""", timeout=180)
+    assert _stats(out["logs"]) == {"/copied": "1000:1000 600"}, out
+    assert out["logs"].splitlines()[-1] == "secret"
+
+
 # -------------------------------------------------------------- commit, push
 def test_commit_and_push_record_the_containers_ids(user, registry, tmp_path):
     ref = f"{registry.host}/rootless/committed:1"

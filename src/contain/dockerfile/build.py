@@ -785,7 +785,23 @@ class _Engine:
                         owner = self.store.image_owner(e.st)  # as in the source image
                     else:
                         owner = (uid, gid)
-                    if _copy_entry(e, target, chmod):
+                    try:
+                        copied = _copy_entry(e, target, chmod)
+                    except PermissionError:
+                        # A file of another stage that only a subordinate id
+                        # may read (an ordinary user's build): read as its owner.
+                        maps = self.store.id_maps
+                        if from_fs is None or maps is None or not stat.S_ISREG(e.st.st_mode):
+                            raise
+                        from ..storage import userns
+
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(target)  # what the refused open may have left
+                        userns.copy(maps, [(e.path, target)])
+                        os.chmod(target, chmod if chmod is not None else stat.S_IMODE(e.st.st_mode))
+                        os.utime(target, ns=(e.st.st_atime_ns, e.st.st_mtime_ns))
+                        copied = True
+                    if copied:
                         staging.own(target, *owner)
             created_by = f"/bin/sh -c #(nop) {_canonical(ins)}"
             record = commit_directory(self.store, state.image, staging.path, config,

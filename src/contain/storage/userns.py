@@ -32,7 +32,7 @@ from .unpack import PackStats, UnpackStats
 if TYPE_CHECKING:
     from ..linux.rootless import IdMaps
 
-__all__ = ["unpack", "pack", "remove"]
+__all__ = ["unpack", "pack", "remove", "copy"]
 
 _CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_userns_child.py")
 _CHUNK = 1 << 20
@@ -175,3 +175,15 @@ def remove(maps: "IdMaps", paths: Sequence[str]) -> list[str]:
     with contextlib.suppress(BrokenPipeError):
         helper.stdin.write(json.dumps(paths).encode())
     return list(helper.finish("remove layer files", maps)["failed"])
+
+
+def copy(maps: "IdMaps", pairs: Sequence[tuple[str, str]]) -> None:
+    """Copy regular files of a layer that only a subordinate id may read
+    (a COPY --from source of mode 0600, say) to new files of the user's:
+    [(source, destination)], each destination new."""
+    if not pairs:
+        return
+    helper = _Helper(maps, "copy")
+    with contextlib.suppress(BrokenPipeError):
+        helper.stdin.write(json.dumps([[os.path.abspath(s), os.path.abspath(d)] for s, d in pairs]).encode())
+    helper.finish("copy files of subordinate owners", maps)
