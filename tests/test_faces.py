@@ -219,7 +219,7 @@ def test_healthcheck_start_period_timeout_and_image_config(croot, busybox_rootfs
     img = Image.from_directory(busybox_rootfs, tag="faces-health:test", root=croot, config={
         "Cmd": ["sleep", "60"],
         "Healthcheck": {"Test": ["CMD", "sleep", "5"], "Interval": 100_000_000,
-                        "Timeout": 100_000_000, "StartPeriod": 3_000_000_000,
+                        "Timeout": 100_000_000, "StartPeriod": 6_000_000_000,
                         "StartInterval": 100_000_000, "Retries": 2}})
     c = Container.run(img, root=croot)
     try:
@@ -229,12 +229,13 @@ def test_healthcheck_start_period_timeout_and_image_config(croot, busybox_rootfs
         waiting.wait_until(lambda: len(_health.read_health(c._dir)["Log"]) >= 2,
                            what="two probes", timeout=10)
         h = _health.read_health(c._dir)
-        # Inside the start period failures do not count.
+        # Inside the start period failures do not count (6 s: two probes of
+        # 0.1 s fit in it even on a loaded machine).
         assert h["Status"] == "starting" and h["FailingStreak"] == 0
         assert h["Log"][0]["ExitCode"] == -1
         assert "exceeded timeout" in h["Log"][0]["Output"]
         with pytest.raises(waiting.WaitTimeout, match="exceeded timeout"):
-            waiting.wait_for_healthy(c, timeout=5)
+            waiting.wait_for_healthy(c, timeout=15)
         assert _health.read_health(c._dir)["Status"] == "unhealthy"
     finally:
         c.remove(force=True)
