@@ -128,15 +128,15 @@ int ct_mount_overlay(const char *lowerdir, const char *upperdir, const char *wor
                      struct ct_error *err);
 /* The same, made as a member of the user namespace userns_fd (a rootless
  * root mounted ahead: see spawn.c); userns_fd -1 is ct_mount_overlay. */
-int ct_mount_overlay_in(int userns_fd, const char *lowerdir, const char *upperdir, const char *workdir,
-                        int flags, struct ct_error *err);
+int ct_mount_overlay_in(int userns_fd, int mntns_fd, const char *lowerdir, const char *upperdir,
+                        const char *workdir, int flags, struct ct_error *err);
 /* A network namespace with lo up, made as a member of the user namespace
  * userns_fd; returns its fd, or -1 with err filled. */
 int ct_netns_in(int userns_fd, struct ct_error *err);
 /* A second detached mount of what the detached mount mount_fd mounts (the
  * same superblock: a root kept for reuse), made as a member of userns_fd
  * when >= 0.  Older kernels refuse to clone a detached mount (EINVAL). */
-int ct_clone_mount(int userns_fd, int mount_fd, struct ct_error *err);
+int ct_clone_mount(int userns_fd, int mntns_fd, int mount_fd, struct ct_error *err);
 
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err);
 

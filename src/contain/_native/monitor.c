@@ -395,6 +395,13 @@ static int hold_userns(void)
     char b;
     if (read(0, &b, 1) != 1)
         _exit(1);
+    /* Mapped: a mount namespace of the user namespace's own too, which
+     * contain's helpers enter to mount roots ahead (instead of making and
+     * tearing down a copy of the host's mount table each time).  Without
+     * it they make their own. */
+    if (unshare(CLONE_NEWNS) < 0) {
+        /* not fatal */
+    }
     int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int i = 0; i < 3 && nul >= 0; i++)
         dup2(nul, i);

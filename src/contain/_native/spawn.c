@@ -940,9 +940,12 @@ int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
  * setns, so a child sharing its memory and fd table (what it opens lands
  * in the caller's table) joins the namespace, unshares what `unshare`
  * names there (a mount namespace of its own: fsopen and open_tree want
- * CAP_SYS_ADMIN over the owner of the current one), and runs `fn`. */
+ * CAP_SYS_ADMIN over the owner of the current one; with `mntns_fd`, the
+ * holder's, entered instead of copying the host's mount table and tearing
+ * the copy down each time), and runs `fn`. */
 struct in_userns {
     int userns_fd;
+    int mntns_fd;      /* a mount namespace of that user namespace to enter instead of a new one, or -1 */
     int unshare;
     int (*fn)(void *arg, struct ct_error *err);  /* an fd, or -1 with err filled */
     void *arg;
@@ -957,7 +960,12 @@ static int in_userns_child(void *arg)
         ct_fail(u->err, "join user namespace", "the user's long-lived one (contain-monitor --hold-userns)", errno);
         _exit(1);
     }
-    if (u->unshare && unshare(u->unshare) < 0) {
+    if (u->unshare == CLONE_NEWNS && u->mntns_fd >= 0) {
+        if (setns(u->mntns_fd, CLONE_NEWNS) < 0) {
+            ct_fail(u->err, "join mount namespace", "the user namespace holder's", errno);
+            _exit(1);
+        }
+    } else if (u->unshare && unshare(u->unshare) < 0) {
         ct_fail(u->err, u->unshare == CLONE_NEWNET ? "create network namespace" : "create mount namespace",
                 NULL, errno);
         _exit(1);
@@ -966,11 +974,11 @@ static int in_userns_child(void *arg)
     _exit(0);
 }
 
-static int run_in_userns(int userns_fd, int unshare_flags, int (*fn)(void *, struct ct_error *), void *arg,
-                         const char *step, struct ct_error *err)
+static int run_in_userns(int userns_fd, int mntns_fd, int unshare_flags, int (*fn)(void *, struct ct_error *),
+                         void *arg, const char *step, struct ct_error *err)
 {
     __builtin_memset(err, 0, sizeof *err);
-    struct in_userns u = {userns_fd, unshare_flags, fn, arg, err, -1};
+    struct in_userns u = {userns_fd, mntns_fd, unshare_flags, fn, arg, err, -1};
     char *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED)
         return ct_fail(err, "allocate stack", NULL, errno);
@@ -1001,13 +1009,13 @@ static int overlay_fn(void *arg, struct ct_error *err)
     return ct_mount_overlay(a->lowerdir, a->upperdir, a->workdir, a->flags, err);
 }
 
-int ct_mount_overlay_in(int userns_fd, const char *lowerdir, const char *upperdir, const char *workdir,
-                        int flags, struct ct_error *err)
+int ct_mount_overlay_in(int userns_fd, int mntns_fd, const char *lowerdir, const char *upperdir,
+                        const char *workdir, int flags, struct ct_error *err)
 {
     if (userns_fd < 0)
         return ct_mount_overlay(lowerdir, upperdir, workdir, flags, err);
     struct overlay_args a = {lowerdir, upperdir, workdir, flags};
-    return run_in_userns(userns_fd, CLONE_NEWNS, overlay_fn, &a, "mount overlay root", err);
+    return run_in_userns(userns_fd, mntns_fd, CLONE_NEWNS, overlay_fn, &a, "mount overlay root", err);
 }
 
 static int netns_fn(void *arg, struct ct_error *err)
@@ -1023,7 +1031,7 @@ static int netns_fn(void *arg, struct ct_error *err)
 
 int ct_netns_in(int userns_fd, struct ct_error *err)
 {
-    return run_in_userns(userns_fd, CLONE_NEWNET, netns_fn, NULL, "create network namespace", err);
+    return run_in_userns(userns_fd, -1, CLONE_NEWNET, netns_fn, NULL, "create network namespace", err);
 }
 
 static int clone_mount_fn(void *arg, struct ct_error *err)
@@ -1034,11 +1042,11 @@ static int clone_mount_fn(void *arg, struct ct_error *err)
     return fd;
 }
 
-int ct_clone_mount(int userns_fd, int mount_fd, struct ct_error *err)
+int ct_clone_mount(int userns_fd, int mntns_fd, int mount_fd, struct ct_error *err)
 {
     if (userns_fd < 0) {
         __builtin_memset(err, 0, sizeof *err);
         return clone_mount_fn(&mount_fd, err);
     }
-    return run_in_userns(userns_fd, CLONE_NEWNS, clone_mount_fn, &mount_fd, "clone mount", err);
+    return run_in_userns(userns_fd, mntns_fd, CLONE_NEWNS, clone_mount_fn, &mount_fd, "clone mount", err);
 }

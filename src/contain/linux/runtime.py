@@ -286,11 +286,19 @@ def mount_overlay(lowerdirs: Sequence[str], upperdir: str, workdir: str, *,
     err = ffi.new("struct ct_error *")
     flags = lib.CT_OVERLAY_VOLATILE | (lib.CT_OVERLAY_USERXATTR if userxattr or userns_fd >= 0 else 0)
     keep = _Keep()
-    fd = lib.ct_mount_overlay_in(userns_fd, keep.str(lower), keep.str(upperdir), keep.str(workdir),
-                                 flags, err)
+    fd = lib.ct_mount_overlay_in(userns_fd, _mount_ns(userns_fd), keep.str(lower), keep.str(upperdir),
+                                 keep.str(workdir), flags, err)
     if fd < 0:
         raise _failure(err)
     return fd
+
+
+def _mount_ns(userns_fd: int) -> int:
+    if userns_fd < 0:
+        return -1
+    from .userns import mount_ns
+
+    return mount_ns(userns_fd)
 
 
 def clone_mount(mount_fd: int, userns_fd: int = -1) -> int:
@@ -299,7 +307,7 @@ def clone_mount(mount_fd: int, userns_fd: int = -1) -> int:
     member of `userns_fd` when given.  RuntimeFailure where the kernel
     refuses (older kernels do not clone detached mounts: EINVAL)."""
     err = ffi.new("struct ct_error *")
-    fd = lib.ct_clone_mount(userns_fd, mount_fd, err)
+    fd = lib.ct_clone_mount(userns_fd, _mount_ns(userns_fd), mount_fd, err)
     if fd < 0:
         raise _failure(err)
     return fd

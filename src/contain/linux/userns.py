@@ -41,6 +41,7 @@ LOCK = "userns.lock"
 
 _lock = threading.Lock()
 _fds: dict[tuple, int] = {}  # mapping -> an fd of the namespace, this process's
+_mnt: dict[int, int] = {}  # that fd -> an fd of the holder's mount namespace, or -1
 
 
 def _key(maps) -> tuple:
@@ -106,10 +107,28 @@ def _open_ns(pid: int, start: str) -> Optional[int]:
         fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    if start_time(pid) != start:  # the pid was reused between the check and the open
+    try:
+        # The holder's own mount namespace (a holder of an older contain has
+        # none: it is ours then, and helpers make their own).
+        mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        if os.fstat(mnt).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            os.close(mnt)
+            mnt = -1
+    except OSError:
+        mnt = -1
+    if start_time(pid) != start:  # the pid was reused between the check and the opens
         os.close(fd)
+        if mnt >= 0:
+            os.close(mnt)
         return None
+    _mnt[fd] = mnt
     return fd
+
+
+def mount_ns(userns_fd: int) -> int:
+    """An fd of the mount namespace the holder of `userns_fd` made in it,
+    for helpers that mount there; -1 when there is none."""
+    return _mnt.get(userns_fd, -1)
 
 
 def _run_helpers(maps, pid: int) -> None:
