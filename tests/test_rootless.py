@@ -12,7 +12,6 @@ that it runs as an ordinary user and applies the rootless policy itself.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import pwd
@@ -581,9 +580,9 @@ def delegated(user):
     it (the directory and the files that manage it are the user's), with a
     leaf the user's process is put in.  On this hybrid host the v2 tree has
     no controllers: the subtree offers none."""
-    from contain.linux.cgroups import detect
+    from contain.linux import cgroups
 
-    v2 = detect().v2
+    v2 = cgroups.detect().v2
     if v2 is None:
         pytest.skip("no cgroup2 hierarchy is mounted on this host")
     top = os.path.join(v2, f"contain-deleg-{secrets.token_hex(3)}")
@@ -606,17 +605,7 @@ def delegated(user):
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), 9)
-            deadline = time.monotonic() + 5
-            while True:
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
+            cgroups._rmdir(cgroups._SYSCALLS, d, time.monotonic() + 5)  # retried while busy
 
 
 def test_containers_get_cgroups_in_a_delegated_subtree(user, delegated):

@@ -243,12 +243,12 @@ class Root:
         """Rootless: the fd of the user's long-lived user namespace that
         this root's containers join (linux.userns), or None where they make
         their own (a single-id mapping, fuse-overlayfs roots)."""
-        if self._shared_userns is None:  # not looked for yet
-            from .linux import rootless
+        if self._shared_userns is None:  # looked for once: a start asks every time
+            from .linux import rootless, userns
 
             fd = None
             if rootless.rootfs_driver(os.path.dirname(self.mount_point())).mount_program is None:
-                fd = rootless.spawn_options(self.id_maps, shared=True).get("userns_fd")
+                fd = userns.shared(self.id_maps, rootless.runtime_dir())
             self._shared_userns = -1 if fd is None else fd
         return None if self._shared_userns < 0 else self._shared_userns
 

@@ -904,7 +904,8 @@ class Container:
             if state["_contain"].get("userns"):
                 from .linux.rootless import spawn_options
 
-                userns_options = spawn_options(self._root.id_maps, shared=spec.root.mount_program is None)
+                fd = self._root.shared_userns()  # None where fuse-overlayfs mounts the root
+                userns_options = {"userns_fd": fd} if fd is not None else spawn_options(self._root.id_maps)
             child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(include_v2=False),
                           cgroup_dir=cgroup.v2_path,
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds,

@@ -687,15 +687,8 @@ def adapt_spec(spec: Spec, maps: IdMaps, *, network_mode: str, own_cgroup: bool 
     return spec
 
 
-def spawn_options(maps: IdMaps, *, shared: bool = False) -> dict:
-    """Keyword arguments for runtime.spawn: with `shared` (a container
-    start, which has a monitor, and a root without a mount program), the
-    fd of the user's long-lived user namespace to join (linux.userns);
-    else the map helpers, for a namespace of its own."""
-    if shared:
-        from . import userns
-
-        fd = userns.shared(maps, runtime_dir())
-        if fd is not None:
-            return {"userns_fd": fd}
+def spawn_options(maps: IdMaps) -> dict:
+    """Keyword arguments for runtime.spawn carrying the map helpers, for a
+    user namespace of the container's own (Root.shared_userns is the fd of
+    the one a container joins instead)."""
     return {"uidmap_helper": maps.uidmap_helper, "gidmap_helper": maps.gidmap_helper}
