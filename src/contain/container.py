@@ -934,12 +934,12 @@ class Container:
         st.update(Status="running", Running=True, Paused=False, Pid=child.pid,
                   ExitCode=0, Error=str(child.exec_error or ""), OOMKilled=False,
                   StartedAt=_timefmt.now(), FinishedAt=_timefmt.ZERO)
-        state["_contain"]["pid_start"] = start_time(child.pid)
+        state["_contain"]["pid_start"] = child.start_time
         # A rootless network's helper (net/userspace.py) comes up meanwhile.
         network_up = prepared.started(child.pid, state["_contain"]["pid_start"]) \
             if hasattr(prepared, "started") else None
         state["_contain"]["monitor_pid"] = child.monitor_pid
-        state["_contain"]["monitor_start"] = start_time(child.monitor_pid)
+        state["_contain"]["monitor_start"] = child.monitor_start_time
         self._save(state)
         if network_up is not None:
             network_up()  # configured, ports published (or the container killed and an error)

@@ -80,6 +80,8 @@ struct ct_child {
     int pidfd;
     int monitor_pid;
     int monitor_pidfd;
+    unsigned long long start_time;
+    unsigned long long monitor_start_time;
 };
 
 struct ct_monitor {

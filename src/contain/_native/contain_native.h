@@ -102,6 +102,11 @@ struct ct_child {
     int pidfd;            /* for it, or -1 when a monitor is its parent */
     int monitor_pid;      /* the monitor's pid, or -1 */
     int monitor_pidfd;    /* and a pidfd for it: readable once it has exited */
+    /* Their start times (field 22 of /proc/PID/stat, clock ticks since
+     * boot; 0 when gone already): with a pid, they tell a reused pid from
+     * the process meant.  Read while the container is being set up. */
+    unsigned long long start_time;
+    unsigned long long monitor_start_time;
 };
 
 /* A small program that becomes the container's parent: it holds the

@@ -726,6 +726,46 @@ static int launcher_child(void *arg)
     _exit(0);
 }
 
+/* Field 22 of /proc/PID/stat (after the command, which may hold spaces
+ * and parentheses: counted from the last ')'), or 0. */
+static unsigned long long proc_start_time(int pid)
+{
+    char path[32] = "/proc/", buf[1024];
+    format_uint(path + 6, (unsigned)pid);
+    size_t n = 6;
+    while (path[n])
+        n++;
+    __builtin_memcpy(path + n, "/stat", 6);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0)
+        return 0;
+    buf[len] = 0;
+    char *p = NULL;
+    for (char *q = buf; *q; q++)
+        if (*q == ')')
+            p = q;
+    if (!p)
+        return 0;
+    /* ") S ppid ...": field 3 (state) follows; the start time is field 22. */
+    p++;
+    for (int field = 2; field < 22 && *p; field++) {
+        while (*p == ' ')
+            p++;
+        if (field == 21)
+            break;
+        while (*p && *p != ' ')
+            p++;
+    }
+    unsigned long long v = 0;
+    while (*p >= '0' && *p <= '9')
+        v = v * 10 + (unsigned long long)(*p++ - '0');
+    return v;
+}
+
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err)
 {
     struct spawn_ctx c = {0};
@@ -736,6 +776,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
 
     __builtin_memset(err, 0, sizeof *err);
     out->pid = out->pidfd = out->monitor_pid = out->monitor_pidfd = -1;
+    out->start_time = out->monitor_start_time = 0;
     if (spec->userns_fd >= 0 && (!mon || userns))
         return ct_fail(err, "join user namespace", !mon ? "needs a monitor" : "and a new one too", EINVAL);
     if (pipe2(done, O_CLOEXEC) < 0)
@@ -807,6 +848,9 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         munmap(stack, stacks);
         return -1;
     }
+    /* The monitor-to-be exists (the launcher is gone): meanwhile. */
+    if (mon && c.monitor_pid > 0)
+        out->monitor_start_time = proc_start_time(c.monitor_pid);
     /* EOF once every copy of the write end is gone: the container and the
      * monitor have exec'd or died, and no stack is in use any more. */
     wait_done(done[0]);
@@ -819,6 +863,8 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     }
     out->pid = pid;
     out->pidfd = pidfd;
+    if (pid > 0 && (!err->step[0] || is_exec_step(err)))
+        out->start_time = proc_start_time(pid);
     if (!err->step[0] && pid > 0)
         return 0;
     if (!err->step[0])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import functools
 import os
 import platform
 import re
@@ -111,11 +112,23 @@ def parse_rules(texts: Iterable[str]) -> list[DeviceRule]:
 def rules_for(privileged: bool, extra: Iterable[str] = ()) -> list[DeviceRule]:
     """The list a container gets: Docker's defaults (every device when
     privileged) followed by its device_cgroup_rules lines."""
+    if isinstance(extra, str):
+        raise InvalidArgument("device_cgroup_rules must be a list of rules, not one string")
+    return list(_rules_for(bool(privileged), tuple(extra or ())))
+
+
+@functools.lru_cache(maxsize=64)  # every start asks; the rules are frozen
+def _rules_for(privileged: bool, extra: tuple[str, ...]) -> tuple[DeviceRule, ...]:
     base = privileged_rules() if privileged else default_rules()
-    return base + parse_rules(list(extra))
+    return tuple(base + parse_rules(list(extra)))
 
 
 # --------------------------------------------------------------------- v1
+@functools.lru_cache(maxsize=256)
+def _line_bytes(rule: DeviceRule) -> bytes:
+    return rule.line.encode()
+
+
 def apply_v1(directory: str, rules: Sequence[DeviceRule]) -> None:
     """Write `rules` in order into a v1 devices cgroup directory.  Must be
     done before any process is in the cgroup (the list can only shrink
@@ -124,13 +137,13 @@ def apply_v1(directory: str, rules: Sequence[DeviceRule]) -> None:
     try:
         for rule in rules:
             name = "devices.allow" if rule.allow else "devices.deny"
-            path = os.path.join(directory, name)
             try:
                 if name not in fds:
-                    fds[name] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                os.write(fds[name], rule.line.encode())
+                    fds[name] = os.open(directory + "/" + name, os.O_WRONLY | os.O_CLOEXEC)
+                os.write(fds[name], _line_bytes(rule))
             except OSError as exc:
-                raise RuntimeFailure("device cgroup", exc.errno or 0, f"{path}: {rule.line}") from None
+                raise RuntimeFailure("device cgroup", exc.errno or 0,
+                                     f"{os.path.join(directory, name)}: {rule.line}") from None
     finally:
         for fd in fds.values():
             os.close(fd)

@@ -63,6 +63,10 @@ class Child:
     exec_error: Optional[RuntimeFailure] = None
     monitor_pid: int = -1
     monitor_pidfd: int = -1
+    # Their start times (linux.proc.start_time), read by the native side
+    # while the container was being set up; None when gone already.
+    start_time: Optional[int] = None
+    monitor_start_time: Optional[int] = None
 
 
 def _failure(err) -> RuntimeFailure:
@@ -74,6 +78,11 @@ def _failure(err) -> RuntimeFailure:
 
 
 def _caps_mask(names: Sequence[str]) -> int:
+    return _caps_mask_of(tuple(names))
+
+
+@functools.lru_cache(maxsize=64)  # a handful of capability sets recur at every start
+def _caps_mask_of(names: tuple[str, ...]) -> int:
     mask = 0
     for name in names:
         key = name.upper() if name.upper().startswith("CAP_") else "CAP_" + name.upper()
@@ -188,23 +197,40 @@ class _MountEntry(NamedTuple):
 
 _MOUNT_STRUCTS: dict = {}  # entry -> (struct ct_mount *, its strings): most recur every start
 _MOUNT_STRUCTS_MAX = 1024
+_NEW_MOUNTS: dict = {}  # (type, source, destination, *options) -> entry, for all but bind mounts
 
 
-def _mount_entries(spec: Spec, userns: bool) -> list[_MountEntry]:
+def _spec_mount_entries(spec: Spec) -> list[_MountEntry]:
+    """The entries of spec.mounts.  A bind mount's source is looked at in
+    every start (it may come and go); the others are made once."""
     E = _MountEntry
     entries: list[_MountEntry] = []
     for m in spec.mounts:
-        attr, data, recursive = _split_options(tuple(m.options))
-        if m.type == "bind":
-            if not os.path.exists(m.source):
-                raise InvalidArgument(f"bind mount source does not exist: {m.source}")
-            entries.append(E(lib.CT_MOUNT_BIND, m.destination, source=m.source, attr=attr,
-                             recursive=True if "bind" not in m.options else recursive,
-                             is_file=not os.path.isdir(m.source)))
-        else:
-            entries.append(E(lib.CT_MOUNT_NEW, m.destination, source=m.source or m.type, fstype=m.type,
-                             options=",".join(data), attr=attr))
-    dev_is_tmpfs = any(m.destination == "/dev" and m.type == "tmpfs" for m in spec.mounts)
+        if m.type != "bind":
+            key = (m.type, m.source, m.destination, *m.options)
+            entry = _NEW_MOUNTS.get(key)
+            if entry is None:
+                attr, data, _ = _split_options(tuple(m.options))
+                if len(_NEW_MOUNTS) >= _MOUNT_STRUCTS_MAX:
+                    _NEW_MOUNTS.clear()
+                entry = _NEW_MOUNTS[key] = E(lib.CT_MOUNT_NEW, m.destination, source=m.source or m.type,
+                                             fstype=m.type, options=",".join(data), attr=attr)
+            entries.append(entry)
+            continue
+        attr, _, recursive = _split_options(tuple(m.options))
+        if not os.path.exists(m.source):
+            raise InvalidArgument(f"bind mount source does not exist: {m.source}")
+        entries.append(E(lib.CT_MOUNT_BIND, m.destination, source=m.source, attr=attr,
+                         recursive=True if "bind" not in m.options else recursive,
+                         is_file=not os.path.isdir(m.source)))
+    return entries
+
+
+def _linux_entries(spec: Spec, userns: bool, dev_is_tmpfs: bool) -> list[_MountEntry]:
+    """The entries of devices, /dev's symlinks, sysctls, masked and
+    read-only paths: the same for nearly every start."""
+    E = _MountEntry
+    entries: list[_MountEntry] = []
     for d in spec.linux.devices:
         if userns:
             # A user namespace may not create device nodes: bind the host's.
@@ -223,6 +249,10 @@ def _mount_entries(spec: Spec, userns: bool) -> list[_MountEntry]:
     for path in spec.linux.readonly_paths:
         entries.append(E(lib.CT_MOUNT_READONLY, path))
     return entries
+
+
+def _dev_is_tmpfs(spec: Spec) -> bool:
+    return any(m.destination == "/dev" and m.type == "tmpfs" for m in spec.mounts)
 
 
 def _mount_struct(entry: _MountEntry):
@@ -249,17 +279,47 @@ def _mount_struct(entry: _MountEntry):
     return cached
 
 
+# The native array of _linux_entries, by what it is made of: (its bytes,
+# what keeps the strings its pointers name alive).  Bounded like the rest.
+_LINUX_SEGMENTS: dict = {}
+_LINUX_SEGMENTS_MAX = 64
+
+
+def _linux_segment(spec: Spec, userns: bool, dev_is_tmpfs: bool):
+    lx = spec.linux
+    key = (userns, dev_is_tmpfs,
+           tuple((d.path, d.type, d.major, d.minor, d.file_mode) for d in lx.devices),
+           tuple(map(tuple, lx.sysctl)), tuple(lx.masked_paths), tuple(lx.readonly_paths))
+    seg = _LINUX_SEGMENTS.get(key)
+    if seg is None:
+        entries = _linux_entries(spec, userns, dev_is_tmpfs)
+        size = ffi.sizeof("struct ct_mount")
+        arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
+        keep = [_mount_struct(e) for e in entries]
+        for i, cached in enumerate(keep):
+            ffi.memmove(ffi.addressof(arr, i), cached[0], size)
+        if len(_LINUX_SEGMENTS) >= _LINUX_SEGMENTS_MAX:
+            _LINUX_SEGMENTS.clear()
+        seg = _LINUX_SEGMENTS[key] = (bytes(ffi.buffer(arr, size * len(entries))), len(entries), keep)
+    return seg
+
+
 def _mounts(keep: _Keep, spec: Spec, userns: bool):
     """The spec's mounts as the native array (the native side only reads it)."""
-    entries = _mount_entries(spec, userns)
-    arr = ffi.new("struct ct_mount[]", max(len(entries), 1))
+    entries = _spec_mount_entries(spec)
+    blob, n_linux, strings = _linux_segment(spec, userns, _dev_is_tmpfs(spec))
+    keep.items.append(strings)  # the segment's strings live until the call returns
+    total = len(entries) + n_linux
+    arr = ffi.new("struct ct_mount[]", max(total, 1))
     keep.items.append(arr)
     size = ffi.sizeof("struct ct_mount")
     for i, entry in enumerate(entries):
         cached = _mount_struct(entry)
-        keep.items.append(cached)  # its strings live until the call returns
+        keep.items.append(cached)
         ffi.memmove(ffi.addressof(arr, i), cached[0], size)
-    return arr, len(entries)
+    if n_linux:
+        ffi.memmove(ffi.addressof(arr, len(entries)), blob, len(blob))
+    return arr, total
 
 
 def _idmap(mappings) -> Optional[str]:
@@ -470,7 +530,8 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
             os.close(child.monitor_pidfd)
         raise _failure(err)
     return Child(child.pid, child.pidfd, _failure(err) if rc == 1 else None,
-                 child.monitor_pid, child.monitor_pidfd)
+                 child.monitor_pid, child.monitor_pidfd,
+                 child.start_time or None, child.monitor_start_time or None)
 
 
 def join(pidfd: int, process: Process, *, namespaces: Sequence[str],
