@@ -750,7 +750,20 @@ def compile_profile(caps: Iterable[str], arch: Optional[str] = None,
     `caps` (bounding set; "CAP_SYS_ADMIN" or "SYS_ADMIN") sees it, for `arch`
     (the host's unless given).  Cached by (profile digest, caps, arch)."""
     profile = profile or DEFAULT_PROFILE
-    return _compile_cached(profile.digest, profile, _cap_set(tuple(caps)), _norm_arch(arch))
+    key = (profile.digest, _cap_set(tuple(caps)), _norm_arch(arch))
+    program = _COMPILED.get(key)
+    if program is None:
+        program = _compile(profile, key[1], key[2])
+        if len(_COMPILED) >= 64:
+            _COMPILED.clear()
+        _COMPILED[key] = program
+    return program
+
+
+# (profile digest, capabilities, arch) -> program.  Keyed by the digest, not
+# the profile: hashing a profile's few hundred rules at every start costs
+# more than the lookup saves.  Profiles equal in content share an entry.
+_COMPILED: dict = {}
 
 
 @functools.lru_cache(maxsize=64)
@@ -759,9 +772,7 @@ def _cap_set(caps: tuple[str, ...]) -> frozenset[str]:
     return frozenset(_norm_cap(c) for c in caps)
 
 
-@functools.lru_cache(maxsize=64)
-def _compile_cached(digest: str, profile: Profile, caps: frozenset[str], arch: str) -> bytes:
-    del digest  # part of the key only: profiles equal in content share an entry
+def _compile(profile: Profile, caps: frozenset[str], arch: str) -> bytes:
     table = SYSCALLS[arch]
     kernel = _kernel()
     default = profile.default_action
