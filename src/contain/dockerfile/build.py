@@ -25,6 +25,7 @@ the resulting image, in small JSON records under ``<root>/build-cache/``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -90,9 +91,68 @@ class LayeredFS:
     honouring overlay whiteouts and opaque directories; symlinks are interpreted
     relative to the image root."""
 
-    def __init__(self, layers: Sequence[str]) -> None:
+    def __init__(self, layers: Sequence[str], scanner: Optional[Callable[[Sequence[str]], Any]] = None) -> None:
         self.layers = list(layers)
         self._dirs: Dict[str, List[str]] = {"": list(self.layers)}
+        # An ordinary user's layers: a directory only a subordinate id may
+        # search is looked through by `scanner` (storage.userns.scan), as
+        # root of the user namespace, once for all below it.
+        self._scanner = scanner
+        self._scanned: List[str] = []
+        self._stats: Dict[str, os.stat_result] = {}
+        self._opaque: set = set()
+        self._links: Dict[str, str] = {}
+        self._children: Dict[str, tuple] = {}
+
+    def _scan(self, d: str) -> None:
+        found = self._scanner([d])  # type: ignore[misc]
+        self._stats.update(found.stats)
+        self._opaque |= found.opaque
+        self._links.update(found.links)
+        self._children.update(found.children)
+        self._scanned.append(d.rstrip("/") + "/")
+
+    def _was_scanned(self, path: str) -> bool:
+        return any((path + "/").startswith(top) for top in self._scanned)
+
+    def lstat(self, host: str) -> os.stat_result:
+        """os.lstat of a layer's path, through the scanner where the user may not."""
+        st = self._stats.get(host)
+        if st is not None:
+            return st
+        try:
+            return os.lstat(host)
+        except PermissionError:
+            if self._scanner is None:
+                raise
+        parent = os.path.dirname(host)
+        if not self._was_scanned(parent):
+            self._scan(parent)
+        st = self._stats.get(host)
+        if st is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), host)
+        return st
+
+    def _listdir(self, d: str) -> List[str]:
+        names = self._children.get(d)
+        if names is not None:
+            return list(names)
+        try:
+            return os.listdir(d)
+        except PermissionError:
+            if self._scanner is None or self._was_scanned(d):
+                raise
+        self._scan(d)
+        return list(self._children.get(d, ()))
+
+    def _is_opaque(self, host: str) -> bool:
+        if host in self._stats:
+            return host in self._opaque
+        return _is_opaque(host)
+
+    def readlink(self, host: str) -> str:
+        link = self._links.get(host)
+        return link if link is not None else os.readlink(host)
 
     @staticmethod
     def _norm(path: str) -> str:
@@ -108,13 +168,13 @@ class LayeredFS:
         for d in self._dir_layers(parent):
             host = os.path.join(d, name)
             try:
-                st = os.lstat(host)
+                st = self.lstat(host)
             except FileNotFoundError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 break  # a whiteout or a non-directory hides everything below
             out.append(host)
-            if _is_opaque(host):
+            if self._is_opaque(host):
                 break
         self._dirs[rel] = out
         return out
@@ -128,7 +188,7 @@ class LayeredFS:
         for d in self._dir_layers(parent):
             host = os.path.join(d, name)
             try:
-                st = os.lstat(host)
+                st = self.lstat(host)
             except FileNotFoundError:
                 continue
             if _is_whiteout(st):
@@ -152,7 +212,7 @@ class LayeredFS:
                 hops += 1
                 if hops > 40:
                     raise InvalidArgument(f"too many levels of symbolic links at {path}")
-                target = os.readlink(e[0])
+                target = self.readlink(e[0])
                 if target.startswith("/"):
                     resolved = []
                 parts = [x for x in target.split("/") if x not in ("", ".")] + parts
@@ -165,12 +225,12 @@ class LayeredFS:
         seen: set = set()
         out: Dict[str, Tuple[str, os.stat_result]] = {}
         for d in self._dir_layers(rel):
-            for name in os.listdir(d):
+            for name in self._listdir(d):
                 if name in seen:
                     continue
                 seen.add(name)
                 host = os.path.join(d, name)
-                st = os.lstat(host)
+                st = self.lstat(host)
                 if not _is_whiteout(st):
                     out[name] = (host, st)
         return out
@@ -699,7 +759,14 @@ class _Engine:
         from_fs: Optional[LayeredFS] = None
         if isinstance(ins, p.Copy) and ins.from_:
             src_image = self._from_image(ins, ins.from_)
-            from_fs = LayeredFS(self.store.lowerdirs(src_image.id))
+            maps = self.store.id_maps
+            scanner = None
+            if maps is not None:
+                from ..storage import userns
+
+                def scanner(dirs: Sequence[str]) -> Any:
+                    return userns.scan(maps, dirs)
+            from_fs = LayeredFS(self.store.lowerdirs(src_image.id), scanner)
             source_key["from"] = src_image.id
         n_matches = 0
         for source in ins.sources:
@@ -761,6 +828,7 @@ class _Engine:
         dest_entry = fs.entry(real_dest) if fs is not None else None
         dest_exists_dir = dest_entry is not None and stat.S_ISDIR(dest_entry[1].st_mode)
         with self._staging() as staging:
+            unreadable: List[Tuple[Entry, str, Tuple[int, int]]] = []
             for top, entries, is_dir, archive in items:
                 into_dir = dest_is_dir_syntax or dest_exists_dir or is_dir
                 if into_dir:
@@ -786,23 +854,29 @@ class _Engine:
                     else:
                         owner = (uid, gid)
                     try:
-                        copied = _copy_entry(e, target, chmod)
+                        copied = _copy_entry(e, target, chmod,
+                                             from_fs.readlink if from_fs is not None else os.readlink)
                     except PermissionError:
                         # A file of another stage that only a subordinate id
-                        # may read (an ordinary user's build): read as its owner.
-                        maps = self.store.id_maps
-                        if from_fs is None or maps is None or not stat.S_ISREG(e.st.st_mode):
+                        # may read (an ordinary user's build): read as its
+                        # owner, all such files of this source at once.
+                        if from_fs is None or self.store.id_maps is None or not stat.S_ISREG(e.st.st_mode):
                             raise
-                        from ..storage import userns
-
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(target)  # what the refused open may have left
-                        userns.copy(maps, [(e.path, target)])
-                        os.chmod(target, chmod if chmod is not None else stat.S_IMODE(e.st.st_mode))
-                        os.utime(target, ns=(e.st.st_atime_ns, e.st.st_mtime_ns))
-                        copied = True
+                        unreadable.append((e, target, owner))
+                        continue
                     if copied:
                         staging.own(target, *owner)
+                if unreadable:
+                    from ..storage import userns
+
+                    userns.copy(self.store.id_maps, [(e.path, target) for e, target, _ in unreadable])
+                    for e, target, owner in unreadable:
+                        os.chmod(target, chmod if chmod is not None else stat.S_IMODE(e.st.st_mode))
+                        os.utime(target, ns=(e.st.st_atime_ns, e.st.st_mtime_ns))
+                        staging.own(target, *owner)
+                    unreadable.clear()
             created_by = f"/bin/sh -c #(nop) {_canonical(ins)}"
             record = commit_directory(self.store, state.image, staging.path, config,
                                       created_by=created_by, empty_layer=False,
@@ -851,7 +925,7 @@ class _Engine:
 
     def _from_walk(self, fs: LayeredFS, m: Match) -> List[Tuple[str, Entry, Optional[str]]]:
         if not m.is_dir:
-            st = os.lstat(m.path)
+            st = fs.lstat(m.path)
             return [(posixpath.basename(m.rel), Entry(posixpath.basename(m.rel), m.path, st), None)]
         return [(rel, Entry(rel, host, st), None) for rel, host, st in fs.walk(m.rel)]
 
@@ -951,7 +1025,8 @@ def _write_file(target: str, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def _copy_entry(e: Entry, target: str, chmod: Optional[int]) -> bool:
+def _copy_entry(e: Entry, target: str, chmod: Optional[int],
+                readlink: Callable[[str], str] = os.readlink) -> bool:
     """Copy one entry (its owner is declared by the caller); False if it was skipped."""
     mode = e.st.st_mode
     parent = os.path.dirname(target)
@@ -971,7 +1046,7 @@ def _copy_entry(e: Entry, target: str, chmod: Optional[int]) -> bool:
         else:
             os.unlink(target)
     if stat.S_ISLNK(mode):
-        os.symlink(os.readlink(e.path), target)
+        os.symlink(readlink(e.path), target)
         os.utime(target, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), follow_symlinks=False)
         return True
     if not stat.S_ISREG(mode):

@@ -6,6 +6,8 @@
     pack SRC COMPRESSION                {path: [uid, gid]} overrides as JSON on stdin,
                                         the layer tar of SRC on stdout
     remove                              ["path", ...] as JSON on stdin
+    copy                                [[source, new file], ...] as JSON on stdin
+    scan                                ["directory", ...] as JSON on stdin: the trees' lstat
 
 One JSON record goes to RESULT_FD at the end: {"ok": {...}} or {"error": {...}}.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 import types
 
@@ -89,7 +92,50 @@ def _copy(args: list[str]) -> dict:
     return {"copied": copied}
 
 
-_OPS = {"unpack": _unpack, "pack": _pack, "remove": _remove, "copy": _copy}
+_OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
+
+
+def _scan(args: list[str]) -> dict:
+    """lstat of each directory given and of everything below it (symlinks
+    not followed), for trees only an id of the namespace may search:
+    {"entries": {path: [mode, ino, dev, nlink, uid, gid, size, atime_ns,
+    mtime_ns, ctime_ns, rdev, opaque, link target or None]},
+    "children": {directory: [names]}}; ids as the namespace sees them."""
+    entries: dict = {}
+    children: dict = {}
+
+    def record(path: str, st: os.stat_result) -> None:
+        opaque = False
+        link = None
+        if stat.S_ISDIR(st.st_mode):
+            for name in _OPAQUE:
+                try:
+                    opaque = opaque or os.getxattr(path, name, follow_symlinks=False) == b"y"
+                except OSError:
+                    pass
+        elif stat.S_ISLNK(st.st_mode):
+            link = os.readlink(path)
+        entries[path] = [st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
+                         st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_rdev, opaque, link]
+
+    for top in json.load(sys.stdin):
+        st = os.lstat(top)
+        record(top, st)
+        stack = [top] if stat.S_ISDIR(st.st_mode) else []
+        while stack:
+            d = stack.pop()
+            names = children[d] = []
+            with os.scandir(d) as it:
+                for e in it:
+                    names.append(e.name)
+                    est = e.stat(follow_symlinks=False)
+                    record(e.path, est)
+                    if stat.S_ISDIR(est.st_mode):
+                        stack.append(e.path)
+    return {"entries": entries, "children": children}
+
+
+_OPS = {"unpack": _unpack, "pack": _pack, "remove": _remove, "copy": _copy, "scan": _scan}
 
 
 def main(argv: list[str]) -> int:

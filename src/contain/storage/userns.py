@@ -26,6 +26,8 @@ import sys
 import tempfile
 from typing import IO, TYPE_CHECKING, Mapping, Optional, Sequence
 
+import attrs
+
 from ..errors import InvalidArgument, LayerError, NotFound, RuntimeFailure
 from .unpack import PackStats, UnpackStats
 
@@ -187,3 +189,44 @@ def copy(maps: "IdMaps", pairs: Sequence[tuple[str, str]]) -> None:
     with contextlib.suppress(BrokenPipeError):
         helper.stdin.write(json.dumps([[os.path.abspath(s), os.path.abspath(d)] for s, d in pairs]).encode())
     helper.finish("copy files of subordinate owners", maps)
+
+
+_OVERFLOW = 65534  # the kernel's id for one a namespace does not map
+
+
+@attrs.frozen
+class Scanned:
+    """What scan found: lstat of each path (ids the host's, as os.lstat
+    would give), overlay's opaque mark of directories, symlink targets, and
+    each directory's names."""
+    stats: Mapping[str, os.stat_result]
+    opaque: frozenset
+    links: Mapping[str, str]
+    children: Mapping[str, tuple]
+
+
+def scan(maps: "IdMaps", dirs: Sequence[str]) -> Scanned:
+    """Look through directories of a layer that only a subordinate id may
+    search (a COPY --from source of mode 0700, say), as root of a user
+    namespace with `maps`: each directory and everything below it."""
+    helper = _Helper(maps, "scan")
+    with contextlib.suppress(BrokenPipeError):
+        helper.stdin.write(json.dumps([os.path.abspath(d) for d in dirs]).encode())
+    found = helper.finish("look through directories of subordinate owners", maps)
+    stats, opaque, links = {}, set(), {}
+    for path, (mode, ino, dev, nlink, uid, gid, size, atime, mtime, ctime, rdev, is_opaque, link) \
+            in found["entries"].items():
+        host_uid, host_gid = maps.host_uid(uid), maps.host_gid(gid)
+        stats[path] = os.stat_result(
+            (mode, ino, dev, nlink, _OVERFLOW if host_uid is None else host_uid,
+             _OVERFLOW if host_gid is None else host_gid, size,
+             atime // 10**9, mtime // 10**9, ctime // 10**9),
+            {"st_atime_ns": atime, "st_mtime_ns": mtime, "st_ctime_ns": ctime, "st_rdev": rdev,
+             "st_atime": atime / 1e9, "st_mtime": mtime / 1e9, "st_ctime": ctime / 1e9})
+        if is_opaque:
+            opaque.add(path)
+        if link is not None:
+            links[path] = link
+    return Scanned(stats, frozenset(opaque), links,
+                   {d: tuple(names) for d, names in found["children"].items()})
+
