@@ -349,30 +349,38 @@ print(json.dumps({{"logs": logs, "layers": layers}}))
     assert run_layer["home/app"] == [1000, 1000] and run_layer["bin/.wh.vi"] == [0, 0]
 
 
-def test_copy_from_a_stage_reads_files_only_their_owner_may(user):
-    """COPY --from of a file of mode 0600 owned by uid 1000 of the image: on
-    the host a subordinate id owns it, and the user may not read it; the
-    copy is made as root of the user namespace instead."""
-    ctx = os.path.join(user.home, "ctx-from")
+def _build_and_run(user, name: str, dockerfile: str, script: str) -> str:
+    """Build `dockerfile` (a context of its own) as the user, run `script`
+    with sh in the image, and return the container's logs."""
+    ctx = os.path.join(user.home, f"ctx-{name}")
     os.makedirs(ctx)
     with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-        f.write("FROM busybox:rootless AS one\n"
-                "RUN echo secret > /s && chown 1000:1000 /s && chmod 600 /s\n"
-                "FROM busybox:rootless\n"
-                "COPY --from=one /s /copied\n")
+        f.write(dockerfile)
     subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", ctx], check=True)
-    out = user.result(_own_root("from") + _INTEGRATION + f"""
+    out = user.result(_own_root(name) + _INTEGRATION + f"""
 from contain import Builder, Container
 busybox_image()
-img = Builder.from_dockerfile({ctx!r}, tag="from:1", quiet=True)
-c = Container.run(img, ["sh", "-c", "{STAT} /copied; cat /copied"], network="none")
+img = Builder.from_dockerfile({ctx!r}, tag="{name}:1", quiet=True)
+c = Container.run(img, ["sh", "-c", {script!r}], network="none")
 c.wait(timeout=30)
 logs = c.logs().decode()
 c.remove()
 print(json.dumps({{"logs": logs}}))
 """, timeout=180)
-    assert _stats(out["logs"]) == {"/copied": "1000:1000 600"}, out
-    assert out["logs"].splitlines()[-1] == "secret"
+    return out["logs"]
+
+
+def test_copy_from_a_stage_reads_files_only_their_owner_may(user):
+    """COPY --from of a file of mode 0600 owned by uid 1000 of the image: on
+    the host a subordinate id owns it, and the user may not read it; the
+    copy is made as root of the user namespace instead."""
+    logs = _build_and_run(user, "from", "FROM busybox:rootless AS one\n"
+                          "RUN echo secret > /s && chown 1000:1000 /s && chmod 600 /s\n"
+                          "FROM busybox:rootless\n"
+                          "COPY --from=one /s /copied\n",
+                          f"{STAT} /copied; cat /copied")
+    assert _stats(logs) == {"/copied": "1000:1000 600"}, logs
+    assert logs.splitlines()[-1] == "secret"
 
 
 def test_copy_from_a_stage_reads_directories_only_their_owner_may_search(user):
@@ -380,35 +388,24 @@ def test_copy_from_a_stage_reads_directories_only_their_owner_may_search(user):
     image, over two layers (a file added, one deleted): the user may not
     list it on the host, so it is looked through as root of the user
     namespace, and its files, symlink and owners arrive as in the stage."""
-    ctx = os.path.join(user.home, "ctx-from-dir")
-    os.makedirs(ctx)
-    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-        f.write("FROM busybox:rootless AS one\n"
-                "RUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && echo k > /d/sub/keep"
-                " && ln -s a /d/link && chown -R 1000:1000 /d && chmod 700 /d /d/sub"
-                " && chmod 600 /d/a /d/sub/b /d/sub/keep && chown -h 1000:50 /d/link\n"
-                "RUN echo c > /d/c && chown 1000:50 /d/c && chmod 640 /d/c && rm /d/sub/b\n"
-                "FROM busybox:rootless\n"
-                "COPY --from=one /d /copied\n")
-    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", ctx], check=True)
-    out = user.result(_own_root("from-dir") + _INTEGRATION + f"""
-from contain import Builder, Container
-busybox_image()
-img = Builder.from_dockerfile({ctx!r}, tag="fromdir:1", quiet=True)
-c = Container.run(img, ["sh", "-c", "{STAT} /copied /copied/a /copied/c /copied/sub /copied/sub/keep; "
-                                    "ls -a /copied/sub; readlink /copied/link; stat -c '%u:%g' /copied/link; "
-                                    "cat /copied/a /copied/c /copied/sub/keep"], network="none")
-c.wait(timeout=30)
-logs = c.logs().decode()
-c.remove()
-print(json.dumps({{"logs": logs}}))
-""", timeout=180)
+    logs = _build_and_run(
+        user, "from-dir",
+        "FROM busybox:rootless AS one\n"
+        "RUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && echo k > /d/sub/keep"
+        " && ln -s a /d/link && chown -R 1000:1000 /d && chmod 700 /d /d/sub"
+        " && chmod 600 /d/a /d/sub/b /d/sub/keep && chown -h 1000:50 /d/link\n"
+        "RUN echo c > /d/c && chown 1000:50 /d/c && chmod 640 /d/c && rm /d/sub/b\n"
+        "FROM busybox:rootless\n"
+        "COPY --from=one /d /copied\n",
+        f"{STAT} /copied /copied/a /copied/c /copied/sub /copied/sub/keep; "
+        "ls -a /copied/sub; readlink /copied/link; stat -c '%u:%g' /copied/link; "
+        "cat /copied/a /copied/c /copied/sub/keep")
     # As Docker: the directory's contents are copied; the new /copied is root's.
-    assert _stats(out["logs"]) == {"/copied": "0:0 755", "/copied/a": "1000:1000 600",
-                                   "/copied/c": "1000:50 640", "/copied/sub": "1000:1000 700",
-                                   "/copied/sub/keep": "1000:1000 600"}, out
-    rest = [line for line in out["logs"].splitlines() if not line.startswith("/copied")]
-    assert rest == [".", "..", "keep", "a", "1000:50", "a", "c", "k"], out
+    assert _stats(logs) == {"/copied": "0:0 755", "/copied/a": "1000:1000 600",
+                            "/copied/c": "1000:50 640", "/copied/sub": "1000:1000 700",
+                            "/copied/sub/keep": "1000:1000 600"}, logs
+    rest = [line for line in logs.splitlines() if not line.startswith("/copied")]
+    assert rest == [".", "..", "keep", "a", "1000:50", "a", "c", "k"], logs
 
 
 # -------------------------------------------------------------- commit, push

@@ -14,7 +14,9 @@
 #include <sys/socket.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -726,16 +728,13 @@ static int launcher_child(void *arg)
     _exit(0);
 }
 
-/* Field 22 of /proc/PID/stat (after the command, which may hold spaces
- * and parentheses: counted from the last ')'), or 0. */
+/* Field 22 of /proc/PID/stat, or 0.  The command (field 2) may hold
+ * spaces and parentheses: fields are counted from the last ')'.  (Runs in
+ * the caller, after the children are gone from our memory: libc is fine.) */
 static unsigned long long proc_start_time(int pid)
 {
-    char path[32] = "/proc/", buf[1024];
-    format_uint(path + 6, (unsigned)pid);
-    size_t n = 6;
-    while (path[n])
-        n++;
-    __builtin_memcpy(path + n, "/stat", 6);
+    char path[32], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -744,26 +743,10 @@ static unsigned long long proc_start_time(int pid)
     if (len <= 0)
         return 0;
     buf[len] = 0;
-    char *p = NULL;
-    for (char *q = buf; *q; q++)
-        if (*q == ')')
-            p = q;
-    if (!p)
-        return 0;
-    /* ") S ppid ...": field 3 (state) follows; the start time is field 22. */
-    p++;
-    for (int field = 2; field < 22 && *p; field++) {
-        while (*p == ' ')
-            p++;
-        if (field == 21)
-            break;
-        while (*p && *p != ' ')
-            p++;
-    }
-    unsigned long long v = 0;
-    while (*p >= '0' && *p <= '9')
-        v = v * 10 + (unsigned long long)(*p++ - '0');
-    return v;
+    char *p = strrchr(buf, ')');
+    for (int field = 3; p && field <= 22; field++)
+        p = strchr(p + 1, ' ');  /* the space before `field` */
+    return p ? strtoull(p + 1, NULL, 10) : 0;
 }
 
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err)
