@@ -555,6 +555,27 @@ def test_v1_cpuset_only_when_limited(tmp_path, kernel):
     assert pinned.paths["cpuset"] == f"{root}/cpuset/contain/pinned"
 
 
+def test_deferred_cgroup_only_for_v1_without_resources(tmp_path, kernel):
+    # What a start may leave to the native core to make while the child
+    # builds its root: v1 directories with nothing but device rules to write.
+    root, mountinfo = make_v1(tmp_path, kernel)
+    m = manager(root, mountinfo, kernel)
+    cg_ = m.deferred("d")
+    assert cg_ is not None and cg_.paths == {k: v for k, v in m.paths("d").items() if k != "cpuset"}
+    assert cg_.paths["memory"] == f"{root}/memory/contain/d"
+    assert kernel.writes == [] and not os.path.exists(f"{root}/memory/contain")  # nothing made
+    assert m.deferred("d", Resources()) is not None
+    assert m.deferred("d", Resources(memory=1 << 30)) is None  # its writes read and order
+    assert m.deferred("d", Resources(pids_limit=10)) is None
+    (tmp_path / "h").mkdir()
+    (tmp_path / "v2").mkdir()
+    hroot, hmountinfo = make_v1(tmp_path / "h", kernel, hybrid=True)
+    assert manager(hroot, hmountinfo, kernel).deferred("d") is None  # born in its v2 directory
+    assert manager(hroot, hmountinfo, kernel, track_unified=False).deferred("d") is not None
+    vroot, vmountinfo = make_v2(tmp_path / "v2", kernel)
+    assert manager(vroot, vmountinfo, kernel).deferred("d") is None
+
+
 def test_v1_create_writes_exact_values(tmp_path, kernel):
     root, mountinfo = make_v1(tmp_path, kernel)
     m = manager(root, mountinfo, kernel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import time
 
 import pytest
@@ -417,6 +418,152 @@ def test_cgroup_placement_failure_names_the_step(croot, busybox, tmp_path):
             assert f.read() == ""
     finally:
         os.rmdir(d)
+
+
+def _rmdir_settled(d: str) -> None:
+    deadline = time.monotonic() + 5
+    while os.path.isdir(d):
+        try:
+            os.rmdir(d)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _plan_spec(croot, busybox, args):
+    from contain.linux import defaults
+    from contain.linux.spec import Linux, Namespace, Process, Root, Spec
+
+    return Spec(process=Process(args=args, env=["PATH=/bin"], cwd="/",
+                                capabilities=defaults.capabilities_for(0, defaults.DEFAULT_CAPABILITIES)),
+                root=Root(contain._root.get_root(croot).image_layers(busybox.id)[0], readonly=True),
+                hostname="t", mounts=defaults.default_mounts(),
+                linux=Linux(namespaces=[Namespace(x) for x in ("mount", "pid", "uts", "ipc", "network")]))
+
+
+def _v1_plan_dirs(tag: str):
+    bases = {k: f"/sys/fs/cgroup/{k}" for k in ("devices", "pids")}
+    if not os.path.exists(bases["devices"] + "/devices.allow") or not os.path.isdir(bases["pids"]):
+        pytest.skip("no v1 devices and pids hierarchies on this host")
+    parent = f"contain-test-{os.getpid()}-{tag}"
+    return {k: (f"{b}/{parent}", f"{b}/{parent}/c") for k, b in bases.items()}
+
+
+@pytest.mark.parametrize("monitored", [False, True])
+def test_spawn_makes_v1_cgroups_while_the_child_builds_its_root(croot, busybox, tmp_path, monitored):
+    # cgroup_plan: the directories are made natively during the start (by
+    # the caller's thread while the monitor-to-be clones the container, or
+    # by the caller as it places an unmonitored child), the device rules
+    # written, and the child placed before its command runs.  A missing
+    # parent is made on the way; an empty leftover of the same name is
+    # replaced.
+    import select
+
+    from contain.linux import devices, runtime
+
+    dirs = _v1_plan_dirs(f"plan{int(monitored)}")
+    (dev_parent, dev), (pids_parent, pids) = dirs["devices"], dirs["pids"]
+    os.mkdir(pids_parent)
+    os.mkdir(pids)  # the leftover; the devices parent is missing
+    plan = runtime.CgroupPlan(mkdirs=[dev, pids], writes=devices.v1_writes(dev, devices.default_rules()),
+                              procs=[dev + "/cgroup.procs", pids + "/cgroup.procs"])
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        spec = _plan_spec(croot, busybox, ["cat", "/proc/self/cgroup"])
+        monitor = runtime.Monitor([str(tmp_path), "0"], []) if monitored else None
+        child = runtime.spawn(spec, stdio=(None, out_w, None), cgroup_plan=plan, monitor=monitor)
+        os.close(out_w)
+        out_w = -1
+        data = os.read(out_r, 4096).decode()
+        if monitored:
+            assert select.select([child.monitor_pidfd], [], [], 10)[0]
+            os.close(child.monitor_pidfd)
+        else:
+            assert os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED).si_status == 0
+            os.close(child.pidfd)
+        name = dev[len("/sys/fs/cgroup/devices"):]
+        assert f":devices:{name}\n" in data and f":pids:{name}\n" in data, data
+        with open(dev + "/devices.list") as f:
+            listed = f.read().splitlines()
+        assert "c 1:3 rwm" in listed and "a *:* rwm" not in listed
+    finally:
+        os.close(out_r)
+        if out_w >= 0:
+            os.close(out_w)
+        for d in (dev, pids, dev_parent, pids_parent):
+            _rmdir_settled(d)
+
+
+@pytest.mark.parametrize("monitored", [False, True])
+@pytest.mark.parametrize("case", ["busy leftover", "refused rule"])
+def test_spawn_cgroup_plan_failure_names_the_step(croot, busybox, tmp_path, monitored, case):
+    # A leftover still in use is not taken over, and a rule the kernel
+    # refuses fails the start: both name the step, and the child never runs
+    # its command nor stays in the cgroup.
+    from contain.linux import runtime
+
+    dirs = _v1_plan_dirs(f"fail{int(monitored)}{case[0]}")
+    (dev_parent, dev), (pids_parent, pids) = dirs["devices"], dirs["pids"]
+    marker = tmp_path / "ran"
+    for d in (dev_parent, pids_parent):
+        os.mkdir(d)
+    sleeper = None
+    try:
+        writes = [(dev + "/devices.allow", "c 1:3 rwm")]
+        if case == "busy leftover":
+            os.mkdir(pids)
+            sleeper = subprocess.Popen(["sleep", "60"])
+            with open(pids + "/cgroup.procs", "w") as f:
+                f.write(str(sleeper.pid))
+        else:
+            writes.append((dev + "/devices.allow", "q nonsense"))
+        plan = runtime.CgroupPlan(mkdirs=[dev, pids], writes=writes,
+                                  procs=[dev + "/cgroup.procs", pids + "/cgroup.procs"])
+        spec = _plan_spec(croot, busybox, ["sh", "-c", f"echo ran > /proc/1/root{marker}"])
+        monitor = runtime.Monitor([str(tmp_path), "0"], []) if monitored else None
+        with pytest.raises(RuntimeFailure) as info:
+            runtime.spawn(spec, cgroup_plan=plan, monitor=monitor)
+        if case == "busy leftover":
+            assert (info.value.step, info.value.errno) == ("cgroup mkdir", errno.EEXIST)
+            assert pids in str(info.value)
+            with open(pids + "/cgroup.procs") as f:
+                assert f.read().split() == [str(sleeper.pid)]
+        else:
+            assert (info.value.step, info.value.errno) == ("cgroup write", errno.EINVAL)
+            assert "devices.allow: q nonsense" in str(info.value)
+        if os.path.isdir(dev):
+            with open(dev + "/cgroup.procs") as f:
+                assert f.read() == ""
+        assert not marker.exists()
+    finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
+        for d in (dev, pids, dev_parent, pids_parent):
+            _rmdir_settled(d)
+
+
+def test_start_replaces_an_empty_cgroup_left_by_an_earlier_start(run, croot, busybox):
+    # A first start that died before it was recorded leaves its cgroup: the
+    # next start of the container makes it anew, and removal takes it.
+    c = Container.create(busybox, ["sh", "-c", "cat /proc/self/cgroup; sleep 30"], root=croot)
+    try:
+        manager = contain._root.get_root(croot).cgroups
+        left = manager.paths(c.id)
+        left.pop("cpuset", None)
+        for d in left.values():
+            os.makedirs(d)  # the shared parent too, when no container has made it yet
+        with open(left["memory"] + "/memory.limit_in_bytes", "w") as f:
+            f.write(str(64 << 20))  # what the new one must not inherit
+        c.start()
+        with open(left["memory"] + "/memory.limit_in_bytes") as f:
+            assert int(f.read()) > 1 << 40
+        with open(f"/proc/{c.pid}/cgroup") as f:
+            assert f.read().count("/" + c.id + "\n") == len(set(left.values()))
+    finally:
+        c.remove(force=True)
+    assert host_leaks(c.id) == []
 
 
 def _cgroup2_mount() -> str:

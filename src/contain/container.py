@@ -52,10 +52,10 @@ from .linux import defaults, devices, seccomp
 from .linux.proc import start_time
 from .linux.sysctl import check_sysctls
 from .linux.cgroups import Resources
-from .linux.runtime import Monitor, join, spawn
+from .linux.runtime import CgroupPlan, Monitor, join, spawn
 from .linux.spec import Linux, Mount, Namespace, Process, Root as SpecRoot, Spec, User
 from .linux.users import resolve_user, resolve_user_over
-from .net import endpoint, ipam
+from .net import endpoint, ipam, pool
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _RECORD = struct.Struct("=QIBBH")  # see _native/monitor.c
@@ -774,6 +774,8 @@ class Container:
             prepared.close()
             self._release_network(state)
             raise
+        finally:
+            pool.refill()  # the network pools make the next ones now
         prepared.close()
 
     def _release_network(self, state: dict, ended: bool = False) -> None:
@@ -787,9 +789,25 @@ class Container:
 
             userspace.release(self._root, self.id, background=ended)
 
-    def _make_cgroup(self, state: dict):
+    def _make_cgroup(self, state: dict, defer: bool = False):
+        """The container's cgroup, made now; or, with `defer` and where it
+        qualifies (v1, no resources: CgroupManager.deferred), the cgroup
+        and the plan for spawn to make it while the child builds its root."""
         manager = self._root.cgroups
         resources = Resources(**state["_contain"]["resources"])
+        if defer:
+            cgroup = manager.deferred(self.id, resources)
+            if cgroup is not None:
+                host = state["HostConfig"]
+                rules = devices.rules_for(host.get("Privileged", False), host.get("DeviceCgroupRules", []))
+                dev = cgroup.paths.get(devices.V1_KEY)
+                # What an earlier run left goes natively (an empty directory is replaced).
+                return cgroup, CgroupPlan(mkdirs=cgroup.dirs(),
+                                          writes=devices.v1_writes(dev, rules) if dev else (),
+                                          procs=cgroup.procs_files())
+        return self._create_cgroup(manager, state, resources), None
+
+    def _create_cgroup(self, manager, state: dict, resources: Resources):
         if state["State"]["StartedAt"] != _timefmt.ZERO:
             with contextlib.suppress(NotFound):
                 manager.open(self.id).remove()  # what an earlier run left
@@ -836,13 +854,15 @@ class Container:
         # A previous run's monitor may still be removing the cgroups of this
         # name: it must be gone before they are made again.
         self._await_monitor_exit(state)
-        cgroup = self._make_cgroup(state)
+        userns = state["_contain"].get("userns")
+        cgroup, cgroup_plan = self._make_cgroup(state, defer=not userns)
         fds: list[int] = [overlay_fd] if overlay_fd >= 0 else []
         exited_r = -1
         try:
             cfg, host = state["Config"], state["HostConfig"]
-            # The device allowlist is in place before the first process enters.
-            if not state["_contain"].get("userns"):
+            # The device allowlist is in place before the first process
+            # enters (in the plan, when spawn makes the cgroup).
+            if not userns and cgroup_plan is None:
                 devices.apply(cgroup, devices.rules_for(host.get("Privileged", False),
                                                         host.get("DeviceCgroupRules", [])))
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -901,13 +921,14 @@ class Container:
                 # network helpers') and home as this one.
                 monitor_env = [f"{k}={os.environ[k]}" for k in _RESTART_ENV if k in os.environ]
             userns_options: dict = {}
-            if state["_contain"].get("userns"):
+            if userns:
                 from .linux.rootless import spawn_options
 
                 fd = self._root.shared_userns()  # None where fuse-overlayfs mounts the root
                 userns_options = {"userns_fd": fd} if fd is not None else spawn_options(self._root.id_maps)
-            child = spawn(spec, stdio=stdio, cgroup_procs=cgroup.procs_files(include_v2=False),
-                          cgroup_dir=cgroup.v2_path,
+            child = spawn(spec, stdio=stdio,
+                          cgroup_procs=cgroup.procs_files(include_v2=False) if cgroup_plan is None else (),
+                          cgroup_dir=cgroup.v2_path, cgroup_plan=cgroup_plan,
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds,
                                           env=monitor_env),
                           console_socket=console, join_ns_fds=join_fds, overlay_fd=overlay_fd,

@@ -73,6 +73,9 @@ struct ct_spec {
     const char *const *gidmap_helper;
     const char *const *root_helper;
     int userns_fd;
+    const char *const *cgroup_mkdirs;
+    const char *const *cgroup_writes;
+    const char *const *cgroup_procs_paths;
 };
 
 struct ct_child {

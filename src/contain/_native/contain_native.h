@@ -95,6 +95,19 @@ struct ct_spec {
      * to it while the monitor stays on the host.  -1: none.  Needs a
      * monitor (the caller's threads keep it out of setns). */
     int userns_fd;
+    /* v1 cgroups made during the start rather than before it: with a
+     * monitor, by the caller's thread while the monitor-to-be clones the
+     * container (which then builds its root); without, before the caller
+     * places its child.  These directories (NULL-terminated, or NULL) are
+     * made, a missing parent first, an empty one of the same name replaced
+     * (one in use fails: EEXIST); then `cgroup_writes` (NULL-terminated
+     * pairs of a file and its text, each text one write(), in order:
+     * device rules); then the child's pid goes into each
+     * `cgroup_procs_paths` file.  Not with a user namespace (a child there
+     * joins its cgroups itself). */
+    const char *const *cgroup_mkdirs;
+    const char *const *cgroup_writes;
+    const char *const *cgroup_procs_paths;
 };
 
 struct ct_child {

@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,6 +92,9 @@ struct spawn_ctx {
     int cg_r;          /* and here once it has placed the child in its cgroups */
     int cg_w;
     int placed_v2;     /* the child was born in its v2 cgroup (CLONE_INTO_CGROUP) */
+    int pid_w;         /* with cgroups to make and a monitor: the monitor-to-be */
+    int pid_r;         /* sends the child's pid over this socket pair, the caller
+                          places the child and answers "g" */
     int clone_parent;  /* clone the container as a sibling (CLONE_PARENT): see clone_in_userns */
     sigset_t mask;     /* the parent's signal mask, restored before exec */
     /* ct_join */
@@ -117,23 +121,77 @@ static void __attribute__((noreturn)) die(struct ct_error *err, const char *step
     _exit(125);
 }
 
+/* A system call that leaves errno alone: it returns -errno on failure.
+ * The children share the caller's memory, and with it the caller's
+ * thread-local errno (CLONE_VM without a TLS of their own): the cgroup
+ * work below runs in one of them, or in the caller's thread while they
+ * run, and a failing call there must not change an errno another is about
+ * to read.  Elsewhere than x86-64 and arm64, libc's syscall() with errno
+ * restored, which only narrows that window. */
+static long sys4(long n, long a, long b, long c, long d)
+{
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall" : "=a"(ret) : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory", "cc");
+    return x0;
+#else
+    int saved = errno;
+    long r = syscall(n, a, b, c, d);
+    if (r < 0) {
+        r = -errno;
+        errno = saved;
+    }
+    return r;
+#endif
+}
+
+static int q_open(const char *path, int flags) { return (int)sys4(SYS_openat, AT_FDCWD, (long)path, flags, 0); }
+static int q_openat(int dfd, const char *path, int flags) { return (int)sys4(SYS_openat, dfd, (long)path, flags, 0); }
+static long q_write(int fd, const void *buf, size_t n) { return sys4(SYS_write, fd, (long)buf, (long)n, 0); }
+static long q_read(int fd, void *buf, size_t n) { return sys4(SYS_read, fd, (long)buf, (long)n, 0); }
+static void q_close(int fd) { sys4(SYS_close, fd, 0, 0, 0); }
+static int q_mkdir(const char *path) { return (int)sys4(SYS_mkdirat, AT_FDCWD, (long)path, 0755, 0); }
+static int q_rmdir(const char *path) { return (int)sys4(SYS_unlinkat, AT_FDCWD, (long)path, AT_REMOVEDIR, 0); }
+static void q_kill(int pid) { sys4(SYS_kill, pid, SIGKILL, 0, 0); }
+
 /* Write `who` into each cgroup.procs file, and into the v2 directory's
  * unless the child was born there.  "0" is the writing process, whatever
- * pid namespace it is in. */
+ * pid namespace it is in.  Returns 0 or -errno. */
 static int write_cgroup_procs(struct spawn_ctx *c, const char *who)
 {
     const struct ct_spec *s = c->spec;
     size_t len = ct_strlen(who);
-    for (int i = 0; i < 12 && s->cgroup_procs[i] >= 0; i++)
-        if (write(s->cgroup_procs[i], who, len) < 0)
-            return -errno;
-    if (s->cgroup_dir_fd >= 0 && !c->placed_v2) {
-        int fd = openat(s->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+    for (int i = 0; i < 12 && s->cgroup_procs[i] >= 0; i++) {
+        long r = q_write(s->cgroup_procs[i], who, len);
+        if (r < 0)
+            return (int)r;
+    }
+    for (const char *const *p = s->cgroup_procs_paths; p && *p; p++) {
+        int fd = q_open(*p, O_WRONLY | O_CLOEXEC);
         if (fd < 0)
-            return -errno;
-        int r = write(fd, who, len) < 0 ? -errno : 0;
-        close(fd);
-        return r;
+            return fd;
+        long r = q_write(fd, who, len);
+        q_close(fd);
+        if (r < 0)
+            return (int)r;
+    }
+    if (s->cgroup_dir_fd >= 0 && !c->placed_v2) {
+        int fd = q_openat(s->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return fd;
+        long r = q_write(fd, who, len);
+        q_close(fd);
+        return r < 0 ? (int)r : 0;
     }
     return 0;
 }
@@ -208,6 +266,12 @@ static int container_child(void *arg)
     close(c->done_r);
     if (c->cg_w >= 0)
         close(c->cg_w);
+    if (c->pid_w >= 0) {
+        /* Our pid goes to the caller from the monitor-to-be's copy only:
+         * should that one die first, the caller sees EOF. */
+        close(c->pid_w);
+        close(c->pid_r);
+    }
     if (c->go_r >= 0) {
         close(c->go_w);
         if (read(c->go_r, &b, 1) != 1) {
@@ -531,16 +595,89 @@ static int map_and_release(struct spawn_ctx *c, int pid)
     return ok ? 0 : -1;
 }
 
-/* Put the child into its cgroups from outside, as its parent.  Moving a
- * process between v1 cgroups waits for an RCU grace period (milliseconds);
- * done here, that wait overlaps the child's mounts instead of preceding
- * them.  The child waits for the byte before anything runs in it. */
-static int place_in_cgroups(struct spawn_ctx *c, int pid)
+static int streq(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+/* ct_spec.cgroup_mkdirs and cgroup_writes (see there). */
+static int make_cgroups(struct spawn_ctx *c)
+{
+    const struct ct_spec *s = c->spec;
+    for (const char *const *d = s->cgroup_mkdirs; d && *d; d++) {
+        int r = q_mkdir(*d);
+        if (r == -EEXIST) {
+            /* Left by an earlier start of this container that died before
+             * it was recorded: empty, it goes; else it is in use. */
+            if (q_rmdir(*d) < 0 || q_mkdir(*d) < 0)
+                return ct_fail(c->err, "cgroup mkdir", *d, EEXIST);
+            continue;
+        }
+        if (r == -ENOENT) {
+            /* The shared parent is missing (another process removed it
+             * after its last container): make it, then ours. */
+            char path[512];
+            size_t n = ct_strlen(*d);
+            if (n >= sizeof path)
+                return ct_fail(c->err, "cgroup mkdir", *d, ENAMETOOLONG);
+            ct_copy(path, sizeof path, *d);
+            for (size_t i = 1; i < n; i++) {
+                if (path[i] != '/')
+                    continue;
+                path[i] = 0;
+                r = q_mkdir(path);
+                path[i] = '/';
+                if (r < 0 && r != -EEXIST)
+                    return ct_fail(c->err, "cgroup mkdir", *d, -r);
+            }
+            r = q_mkdir(*d);
+        }
+        if (r < 0)
+            return ct_fail(c->err, "cgroup mkdir", *d, -r);
+    }
+    int fd = -1;
+    const char *open_file = NULL;
+    for (const char *const *w = s->cgroup_writes; w && w[0] && w[1]; w += 2) {
+        if (!open_file || !streq(open_file, w[0])) {
+            if (fd >= 0)
+                q_close(fd);
+            open_file = w[0];
+            fd = q_open(w[0], O_WRONLY | O_CLOEXEC);
+            if (fd < 0)
+                return ct_fail(c->err, "cgroup write", w[0], -fd);
+        }
+        long r = q_write(fd, w[1], ct_strlen(w[1]));
+        if (r < 0) {
+            char what[184];
+            size_t n = ct_strlen(w[0]);
+            ct_copy(what, sizeof what, w[0]);
+            if (n + 3 < sizeof what) {
+                what[n] = ':';
+                what[n + 1] = ' ';
+                ct_copy(what + n + 2, sizeof what - n - 2, w[1]);
+            }
+            q_close(fd);
+            return ct_fail(c->err, "cgroup write", what, (int)-r);
+        }
+    }
+    if (fd >= 0)
+        q_close(fd);
+    return 0;
+}
+
+/* Put the child into its cgroups from outside, as its parent, and let it
+ * go on; closes cg_w (the child dies of EOF if this fails: the caller
+ * kills it too).  Moving a process between v1 cgroups waits for an RCU
+ * grace period (milliseconds); done here, that wait overlaps the child's
+ * mounts instead of preceding them.  The child waits for the byte before
+ * anything runs in it. */
+static int release_into_cgroups(struct spawn_ctx *c, int pid)
 {
     char num[16];
     int ok = 1;
 
-    close(c->cg_r);
     format_uint(num, (unsigned)pid);
     int r = write_cgroup_procs(c, num);
     if (r < 0) {
@@ -549,14 +686,26 @@ static int place_in_cgroups(struct spawn_ctx *c, int pid)
             ct_fail(c->err, "join cgroup", NULL, -r);
         ok = 0;
     }
-    if (ok && write(c->cg_w, "c", 1) != 1) {
+    long w = ok ? q_write(c->cg_w, "c", 1) : 0;
+    if (ok && w != 1) {
         /* EPIPE: the child died, after recording its own failure. */
         if (!c->err->step[0])
-            ct_fail(c->err, "release child", NULL, errno);
+            ct_fail(c->err, "release child", NULL, w < 0 ? (int)-w : EPIPE);
         ok = 0;
     }
-    close(c->cg_w);
+    q_close(c->cg_w);
     return ok ? 0 : -1;
+}
+
+/* Make the cgroups to make (ct_spec.cgroup_mkdirs), then place the child. */
+static int place_in_cgroups(struct spawn_ctx *c, int pid)
+{
+    q_close(c->cg_r);
+    if (make_cgroups(c) < 0) {
+        q_close(c->cg_w);
+        return -1;
+    }
+    return release_into_cgroups(c, pid);
 }
 
 static int clone_flags_for(struct ct_spec *spec)
@@ -671,7 +820,29 @@ static int monitor_child(void *arg)
         kill(pid, SIGKILL);
         _exit(125);
     }
-    if (c->cg_w >= 0 && place_in_cgroups(c, pid) < 0) {
+    if (c->pid_w >= 0) {
+        /* The caller has been making the cgroups meanwhile: it places the
+         * child and lets it go on (cg_w is its own copy).  We wait for
+         * that off the CPU, where the kernel put the child: it starts now,
+         * and we are woken on whichever CPU is free. */
+        char ok = 0;
+        q_close(c->pid_r);
+        q_close(c->cg_r);
+        q_close(c->cg_w);
+        long n = q_write(c->pid_w, &pid, sizeof pid);
+        if (n != (long)sizeof pid) {
+            q_kill(pid);
+            die(c->err, "hand over the container's pid", NULL, n < 0 ? (int)-n : EPIPE);
+        }
+        do
+            n = q_read(c->pid_w, &ok, 1);
+        while (n == -EINTR);
+        q_close(c->pid_w);
+        if (n != 1 || ok != 'g') {
+            q_kill(pid);
+            _exit(125);  /* the caller recorded why */
+        }
+    } else if (c->cg_w >= 0 && place_in_cgroups(c, pid) < 0) {
         kill(pid, SIGKILL);
         _exit(125);
     }
@@ -730,16 +901,17 @@ static int launcher_child(void *arg)
 
 /* Field 22 of /proc/PID/stat, or 0.  The command (field 2) may hold
  * spaces and parentheses: fields are counted from the last ')'.  (Runs in
- * the caller, after the children are gone from our memory: libc is fine.) */
+ * the caller, which is not one of the children: libc is fine.) */
 static unsigned long long proc_start_time(int pid)
 {
     char path[32], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* The children may be running on this thread's errno: see sys4. */
+    int fd = q_open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    ssize_t len = read(fd, buf, sizeof buf - 1);
-    close(fd);
+    long len = q_read(fd, buf, sizeof buf - 1);
+    q_close(fd);
     if (len <= 0)
         return 0;
     buf[len] = 0;
@@ -752,7 +924,7 @@ static unsigned long long proc_start_time(int pid)
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err)
 {
     struct spawn_ctx c = {0};
-    int done[2], go[2] = {-1, -1}, cg[2] = {-1, -1};
+    int done[2], go[2] = {-1, -1}, cg[2] = {-1, -1}, pp[2] = {-1, -1};
     int userns = (spec->clone_flags & CLONE_NEWUSER) != 0;
     sigset_t old;
     int pid, pidfd = -1, clone_errno;
@@ -762,6 +934,8 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     out->start_time = out->monitor_start_time = 0;
     if (spec->userns_fd >= 0 && (!mon || userns))
         return ct_fail(err, "join user namespace", !mon ? "needs a monitor" : "and a new one too", EINVAL);
+    if ((userns || spec->userns_fd >= 0) && (spec->cgroup_mkdirs || spec->cgroup_procs_paths))
+        return ct_fail(err, "join cgroup", "cgroups to make are not for a user namespace", EINVAL);
     if (pipe2(done, O_CLOEXEC) < 0)
         return ct_fail(err, "create sync pipe", NULL, errno);
     if (userns && pipe2(go, O_CLOEXEC) < 0) {
@@ -771,9 +945,20 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     }
     /* In a user namespace the child joins its cgroups itself (as the
      * delegated owner); otherwise its parent places it. */
-    if (!userns && (spec->cgroup_procs[0] >= 0 || spec->cgroup_dir_fd >= 0) && pipe2(cg, O_CLOEXEC) < 0) {
+    if (!userns && (spec->cgroup_procs[0] >= 0 || spec->cgroup_dir_fd >= 0 || spec->cgroup_procs_paths ||
+                    spec->cgroup_mkdirs) &&
+        pipe2(cg, O_CLOEXEC) < 0) {
         close(done[0]);
         close(done[1]);
+        return ct_fail(err, "create sync pipe", NULL, errno);
+    }
+    /* Cgroups to make, and a monitor-to-be to clone the container: this
+     * thread makes them meanwhile, and places the child itself. */
+    if (mon && spec->cgroup_mkdirs && cg[1] >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) < 0) {
+        close(done[0]);
+        close(done[1]);
+        close(cg[0]);
+        close(cg[1]);
         return ct_fail(err, "create sync pipe", NULL, errno);
     }
     /* container, monitor, launcher, and the id map helper's (only touched
@@ -786,6 +971,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         close(done[1]);
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
         if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
+        if (pp[0] >= 0) { close(pp[0]); close(pp[1]); }
         return -1;
     }
     c.spec = spec;
@@ -797,6 +983,8 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     c.go_w = go[1];
     c.cg_r = cg[0];
     c.cg_w = cg[1];
+    c.pid_r = pp[0];
+    c.pid_w = pp[1];
     c.child_pid = c.monitor_pid = c.monitor_pidfd = -1;
     c.stack_c = stack + STACK_SIZE;
     c.stack_m = stack + 2 * STACK_SIZE;
@@ -814,13 +1002,39 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         close(done[0]);
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
         if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
+        if (pp[0] >= 0) { close(pp[0]); close(pp[1]); }
         munmap(stack, stacks);
         return ct_fail(err, "clone", NULL, clone_errno);
     }
     if (mon) {
         reap(pid);  /* the launcher; the monitor-to-be owns the sync pipes now */
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
-        if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
+        if (pp[0] >= 0) {
+            /* ... but for cg[1]: we make the cgroups while the container is
+             * cloned, then place it and let it go on (or kill it). */
+            q_close(pp[1]);
+            q_close(cg[0]);
+            int made = make_cgroups(&c);
+            int child = -1;
+            long n;
+            do
+                n = q_read(pp[0], &child, sizeof child);
+            while (n == -EINTR);
+            if (n != (long)sizeof child || child <= 0) {
+                q_close(cg[1]);  /* the monitor-to-be failed and said why */
+            } else if (made < 0) {
+                q_close(cg[1]);
+                q_kill(child);
+            } else if (release_into_cgroups(&c, child) < 0) {
+                q_kill(child);
+            } else if (q_write(pp[0], "g", 1) != 1) {
+                /* the monitor-to-be died: it said why */
+            }
+            q_close(pp[0]);  /* without "g": the monitor-to-be ends */
+        } else if (cg[0] >= 0) {
+            close(cg[0]);
+            close(cg[1]);
+        }
     } else if ((userns && map_and_release(&c, pid) < 0) ||
                (cg[1] >= 0 && place_in_cgroups(&c, pid) < 0)) {
         kill(pid, SIGKILL);

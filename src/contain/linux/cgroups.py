@@ -1046,6 +1046,21 @@ class CgroupManager:
             raise
         return cg
 
+    def deferred(self, name: str, resources: Resources | None = None) -> Cgroup | None:
+        """Cgroup ``name`` as `create` would make it, but not made: for the
+        native start to make while the child builds its root (see
+        runtime.CgroupPlan).  Only v1 directories with nothing to write into
+        them but device rules qualify; None otherwise (v2 and a hybrid
+        host's v2 tracking: the child is born in that directory, clone3;
+        resources: their writes read what is there and order themselves)."""
+        if self.mode == "v2" or (resources is not None and resources != Resources()):
+            return None
+        paths = self.paths(name)
+        if UNIFIED in paths:
+            return None
+        paths.pop("cpuset", None)  # as in create: no cpuset limit, no cpuset cgroup
+        return Cgroup(name, paths, self.mode, self._sc)
+
     def open(self, name: str) -> Cgroup:
         """The existing cgroup ``name`` (as far as it exists); NotFound when none."""
         paths = {k: d for k, d in self.paths(name).items() if self._sc.exists(d)}

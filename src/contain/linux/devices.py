@@ -129,6 +129,13 @@ def _line_bytes(rule: DeviceRule) -> bytes:
     return rule.line.encode()
 
 
+def v1_writes(directory: str, rules: Sequence[DeviceRule]) -> list[tuple[str, str]]:
+    """What apply_v1 writes, as (file, rule) pairs in order, for a cgroup
+    made natively (runtime.CgroupPlan)."""
+    allow, deny = directory + "/devices.allow", directory + "/devices.deny"
+    return [(allow if rule.allow else deny, rule.line) for rule in rules]
+
+
 def apply_v1(directory: str, rules: Sequence[DeviceRule]) -> None:
     """Write `rules` in order into a v1 devices cgroup directory.  Must be
     done before any process is in the cgroup (the list can only shrink

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import attrs
 
@@ -52,6 +52,20 @@ class Monitor:
     fds: Sequence[int] = ()  # handed over as fds 4, 5, ... (3 is the container's pidfd)
     path: str = MONITOR_PATH
     env: Sequence[str] = ()  # its environment ("K=V"), passed on to a restart process
+
+
+@attrs.frozen
+class CgroupPlan:
+    """v1 cgroup directories for spawn to make while the monitor-to-be
+    clones the container (ct_spec.cgroup_mkdirs): `mkdirs` in order (a
+    missing parent made, an empty one left by an earlier start of the same
+    container replaced), then `writes` ((file, text) pairs, one write()
+    each: device rules), then the child joins each of the `procs` files
+    before its command runs."""
+
+    mkdirs: Sequence[str]
+    writes: Sequence[tuple[str, str]] = ()
+    procs: Sequence[str] = ()
 
 
 @attrs.frozen
@@ -116,10 +130,21 @@ class _Keep:
         self.items.append(buf)
         return buf
 
-    def strv(self, values: Sequence[str]):
+    def fresh(self, value: str):
+        """Like str, uncached: for one container's paths, which would only
+        crowd the cache."""
+        buf = ffi.new("char[]", os.fsencode(value))
+        self.items.append(buf)
+        return buf
+
+    def strv(self, values: Sequence[str], cache: Union[bool, Sequence[bool]] = True):
+        """A NULL-terminated array; `cache`: whether the strings are kept
+        for later calls (str) or made for this one (fresh), for all or for
+        each."""
         arr = ffi.new("char *[]", len(values) + 1)
         for i, v in enumerate(values):
-            arr[i] = self.str(v)
+            keep = cache if isinstance(cache, bool) else cache[i]
+            arr[i] = self.str(v) if keep else self.fresh(v)
         arr[len(values)] = ffi.NULL
         self.items.append(arr)
         return arr
@@ -410,7 +435,8 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
           monitor: Optional[Monitor] = None, console_socket: int = -1,
           uidmap_helper: Optional[Sequence[str]] = None,
           gidmap_helper: Optional[Sequence[str]] = None,
-          overlay_fd: int = -1, userns_fd: int = -1) -> Child:
+          overlay_fd: int = -1, userns_fd: int = -1,
+          cgroup_plan: Optional[CgroupPlan] = None) -> Child:
     """Start the spec's process in new namespaces; returns once it has exec'd.
 
     With a user namespace, `uidmap_helper`/`gidmap_helper` (argv of
@@ -431,7 +457,9 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
 
     `cgroup_dir` is a cgroup v2 directory the child is born in (clone3 with
     CLONE_INTO_CGROUP; joined after clone where the kernel lacks it), in
-    addition to the `cgroup_procs` files (v1 hierarchies).
+    addition to the `cgroup_procs` files (v1 hierarchies).  `cgroup_plan`:
+    v1 cgroups that do not exist yet, made during the start (see
+    CgroupPlan); not with a user namespace.
 
     Raises RuntimeFailure naming the step when set-up fails (nothing of the
     child is left).  If only the exec failed, the child has exited 126/127
@@ -452,6 +480,14 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
     cspec.clone_flags = flags
     cspec.userns_fd = userns_fd
     userns = bool(flags & lib.CLONE_NEWUSER) or userns_fd >= 0
+    if cgroup_plan is not None:
+        if userns:
+            raise InvalidArgument("cgroups made at the start are not for a user namespace")
+        cspec.cgroup_mkdirs = keep.strv(cgroup_plan.mkdirs, cache=False)
+        # The files are this container's; the texts (device rules) recur.
+        cspec.cgroup_writes = keep.strv([x for pair in cgroup_plan.writes for x in pair],
+                                        cache=[False, True] * len(cgroup_plan.writes))
+        cspec.cgroup_procs_paths = keep.strv(cgroup_plan.procs, cache=False)
     if len(join_ns_fds) > 7:
         raise InvalidArgument("too many namespaces to join")
     for i, fd in enumerate(join_ns_fds):

@@ -119,8 +119,27 @@ def _take_ready(p: _Pool, fill, thread_name: str):
                 p.thread = threading.Thread(target=fill, args=(p, p.generation),
                                             name=thread_name, daemon=True)
                 p.thread.start()
-            p.wake.notify()
+            _taken.add(p)  # woken by refill, once the start is done
     return got
+
+
+# Pools a start took from.  Their fillers are woken when that start is done
+# (Container.start calls refill), not at the take: meanwhile the start's
+# child is building its root and the monitor is starting, and on a small
+# machine a filler making a namespace then takes a CPU from them (with two
+# CPUs, a run-and-remove loop was 0.1-0.2 ms faster for it).
+_taken: set = set()
+
+
+def refill() -> None:
+    """Wake the fillers of the pools taken from since the last call."""
+    while _taken:
+        try:
+            p = _taken.pop()
+        except KeyError:  # another thread emptied it
+            return
+        with p.lock:
+            p.wake.notify()
 
 
 def _make(p: _Pool, make) -> links.FreshPair:
