@@ -51,14 +51,29 @@ int ct_mkdir_p(const char *path, int mode)
     if (n == 0 || n >= sizeof buf)
         return -ENAMETOOLONG;
     ct_copy(buf, sizeof buf, path);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != 0)
-            continue;
-        char saved = buf[i];
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = 0;
+    /* Most of a path usually exists (a mount target's parent, /sys/fs/cgroup
+     * for its hierarchies): go up from the end to the first directory that
+     * exists or can be made, then make the rest downwards.  One call for
+     * the common case instead of one per component. */
+    size_t len = n;
+    while (mkdir(buf, (mode_t)mode) < 0 && errno != EEXIST) {
+        if (errno != ENOENT)
+            return -errno;
+        size_t i = len - 1;
+        while (i > 0 && buf[i] != '/')
+            i--;
+        if (i == 0)
+            return -ENOENT;
         buf[i] = 0;
+        len = i;
+    }
+    while (len < n) {
+        buf[len] = '/';
+        len += ct_strlen(buf + len);
         if (mkdir(buf, (mode_t)mode) < 0 && errno != EEXIST)
             return -errno;
-        buf[i] = saved;
     }
     return 0;
 }
