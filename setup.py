@@ -2,6 +2,8 @@
 # setuptools reads cffi_modules and command classes only from setup();
 # everything else lives in pyproject.toml.
 import os
+import shutil
+import subprocess
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -17,6 +19,16 @@ class BuildWithMonitor(build_ext):
         super().run()
         target_dir = os.path.dirname(self.get_ext_fullpath("contain._native._contain_native"))
         os.makedirs(target_dir, exist_ok=True)
+        # musl where it is installed (Debian's musl-tools): every start execs
+        # the monitor, and glibc's start-up alone asks the CPU about its
+        # caches dozens of times, which in a VM traps to the hypervisor each
+        # time (0.55 ms of CPU per start measured, against 0.03 ms for musl).
+        musl = shutil.which("musl-gcc")
+        if musl:
+            target = os.path.join(target_dir, "contain-monitor")
+            done = subprocess.run([musl, "-O2", "-Wall", "-static", "-o", target, MONITOR_SOURCE])
+            if done.returncode == 0:
+                return
         objects = self.compiler.compile([MONITOR_SOURCE], output_dir=self.build_temp,
                                         extra_postargs=["-O2", "-Wall"])
         try:

@@ -10,7 +10,9 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 # slirp4netns: the default network of containers run by an ordinary user.
-pkgs=(gcc libc6-dev libffi-dev busybox-static iproute2 nftables tini python3-venv python3-dev slirp4netns)
+# musl-tools: the monitor every container start execs is built against musl,
+# whose start-up is 20 times cheaper than glibc's in a VM (setup.py).
+pkgs=(gcc libc6-dev libffi-dev musl-tools busybox-static iproute2 nftables tini python3-venv python3-dev slirp4netns)
 if [ "$want_test" = 1 ]; then
     # fuse-overlayfs: the root filesystem of an ordinary user's containers where the kernel
     # refuses overlayfs in a user namespace (tests force it).
