@@ -146,6 +146,7 @@ class Preparer:
         self._pid = os.getpid()
         self._closed = False
         self._busy = False  # the thread is mounting a root
+        self._wake_pending = False  # a root was taken: see take and wake
         self.used = self.refused = self.reused = 0  # prepared mounts started with / unfit / reused
         _live.add(self)
 
@@ -172,7 +173,13 @@ class Preparer:
             if self._seen[key] >= 2 and key not in self._failed and limit():
                 self._want = key
                 self._start_locked()
-                self._cond.notify_all()
+                # Woken when the start is done (wake), not now: meanwhile
+                # the thread would take the GIL from the start at every
+                # system call it makes, back and forth.  One that never
+                # came: now.
+                if self._wake_pending:
+                    self._cond.notify_all()
+                self._wake_pending = True
         if got is None:
             return False
         try:
@@ -185,6 +192,14 @@ class Preparer:
             return False
         got.path = dest
         return True
+
+    def wake(self) -> None:
+        """Let the thread see what the last take left (Container.start calls
+        this once the start is done)."""
+        if self._wake_pending:
+            with self._cond:
+                self._wake_pending = False
+                self._cond.notify_all()
 
     def claim(self, cid: str, lowers: list[str], *, keep: bool = False) -> int:
         """The prepared mount of `cid`'s root, if it still fits (same layers,
@@ -307,6 +322,21 @@ class Preparer:
             self._thread = threading.Thread(target=self._loop, name="contain-prepare", daemon=True)
             self._thread.start()
 
+    def _short(self, key: tuple) -> Optional[float]:
+        """None when fewer roots of `key` are ready than the limit (the
+        thread has one to make); else in how many seconds the first young
+        one stops counting, 0 if none is young.  Under the lock.
+
+        Roots kept in containers started just now count for a moment: they
+        come back when those are removed."""
+        now = time.monotonic()
+        young = [k.since + KEPT_GRACE - now
+                 for k in [*self._kept.values(), *(self._claimed.values() if self._can_clone else ())]
+                 if k.lowers == key and now - k.since < KEPT_GRACE]
+        if sum(r.lowers == key for r in self._ready) + len(young) < limit():
+            return None
+        return min(young) if young else 0.0
+
     def _loop(self) -> None:
         while True:
             with self._cond:
@@ -314,15 +344,10 @@ class Preparer:
                     if self._want is None:
                         self._cond.wait()
                         continue
-                    # Roots kept in containers started just now count for a
-                    # moment: they come back when those are removed.
-                    now = time.monotonic()
-                    young = [k.since + KEPT_GRACE - now
-                             for k in [*self._kept.values(), *(self._claimed.values() if self._can_clone else ())]
-                             if k.lowers == self._want and now - k.since < KEPT_GRACE]
-                    if sum(r.lowers == self._want for r in self._ready) + len(young) < limit():
+                    young = self._short(self._want)
+                    if young is None:
                         break
-                    self._cond.wait(min(young) if young else None)
+                    self._cond.wait(young or None)
                 if self._closed or os.getpid() != self._pid:
                     return
                 key = self._want

@@ -775,7 +775,11 @@ class Container:
             self._release_network(state)
             raise
         finally:
-            pool.refill()  # the network pools make the next ones now
+            # The threads that make the next network namespace and root
+            # ahead do it now, not while the start needed the CPUs and the GIL.
+            pool.refill()
+            if self._root.preparer is not None:
+                self._root.preparer.wake()
         prepared.close()
 
     def _release_network(self, state: dict, ended: bool = False) -> None:
