@@ -321,11 +321,44 @@ static int write_file(struct ct_mount *m, struct ct_error *err)
     return 0;
 }
 
+/* Whether a and b name entries of the same directory. */
+static int same_parent(const char *a, const char *b)
+{
+    size_t la = ct_strlen(a), lb = ct_strlen(b);
+    while (la > 0 && a[la - 1] != '/')
+        la--;
+    while (lb > 0 && b[lb - 1] != '/')
+        lb--;
+    if (la != lb)
+        return 0;
+    for (size_t i = 0; i < la; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
 {
+    /* Device nodes and symlinks come in runs in one directory (/dev): its
+     * parent is made once; the nodes are made with no umask (their modes
+     * exact, no chmod each), the caller's restored after them. */
+    const char *parent_made = NULL;
+    int old_umask = -1;
     for (int i = 0; i < spec->nmounts; i++) {
         struct ct_mount *m = &spec->mounts[i];
         int r;
+        if (old_umask >= 0 && m->kind != CT_MOUNT_MKNOD) {
+            umask((mode_t)old_umask);
+            old_umask = -1;
+        }
+        if ((m->kind == CT_MOUNT_MKNOD || m->kind == CT_MOUNT_SYMLINK) &&
+            !(parent_made && same_parent(parent_made, m->target))) {
+            r = mkdir_parent(m->target);
+            if (r < 0)
+                return ct_fail(err, m->kind == CT_MOUNT_MKNOD ? "create device directory"
+                                                              : "create symlink directory", m->target, -r);
+            parent_made = m->target;
+        }
         switch (m->kind) {
         case CT_MOUNT_NEW:
         case CT_MOUNT_BIND:
@@ -334,20 +367,17 @@ int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
             fds[i] = -1;
             break;
         case CT_MOUNT_MKNOD:
-            r = mkdir_parent(m->target);
-            if (r < 0)
-                return ct_fail(err, "create device directory", m->target, -r);
-            unlink(m->target);
-            if (mknod(m->target, m->mode, (dev_t)m->dev) < 0)
-                return ct_fail(err, "mknod", m->target, errno);
-            /* mknod honours the umask; the node must have the mode asked for. */
-            if (chmod(m->target, m->mode & 07777) < 0)
-                return ct_fail(err, "chmod device", m->target, errno);
+            if (old_umask < 0)
+                old_umask = (int)umask(0);
+            if (mknod(m->target, m->mode, (dev_t)m->dev) < 0) {
+                /* Something is there already (a /dev not made fresh): replace it. */
+                if (errno != EEXIST || unlink(m->target) < 0 || mknod(m->target, m->mode, (dev_t)m->dev) < 0) {
+                    umask((mode_t)old_umask);
+                    return ct_fail(err, "mknod", m->target, errno);
+                }
+            }
             break;
         case CT_MOUNT_SYMLINK:
-            r = mkdir_parent(m->target);
-            if (r < 0)
-                return ct_fail(err, "create symlink directory", m->target, -r);
             if (symlink(m->source, m->target) < 0 && errno != EEXIST)
                 return ct_fail(err, "symlink", m->target, errno);
             break;
@@ -367,5 +397,7 @@ int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
             return ct_fail(err, "unknown mount kind", m->target, EINVAL);
         }
     }
+    if (old_umask >= 0)
+        umask((mode_t)old_umask);
     return 0;
 }
