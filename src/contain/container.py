@@ -757,6 +757,7 @@ class Container:
 
     def _start_locked(self, state: dict) -> None:
         cfg, host = state["Config"], state["HostConfig"]
+        state["_contain"].pop("released", None)  # this run's network is to give back
         if host["NetworkMode"].startswith("slirp4netns"):
             from .net import userspace  # rootless: the helper starts once the process exists
 
@@ -785,9 +786,19 @@ class Container:
     def _release_network(self, state: dict, ended: bool = False) -> None:
         """Give back what the container's network held (idempotent).
         `ended`: the container has exited, and its rootless network helper
-        is ending with it: that is waited for in the background."""
-        with contextlib.suppress(ContainError, OSError):
+        is ending with it: that is waited for in the background.  Once done
+        after an exit, the record says so (`released`, saved by the
+        caller): the removal does not look through the networks again."""
+        extra = state["_contain"]
+        if extra.get("released") and not state["State"]["Running"]:
+            return
+        try:
             endpoint.release(self._root, self.id)
+        except (ContainError, OSError):
+            pass
+        else:
+            if ended:
+                extra["released"] = True
         if state["HostConfig"]["NetworkMode"].startswith("slirp4netns"):
             from .net import userspace
 
@@ -1285,23 +1296,29 @@ class Container:
     def remove(self, force: bool = False, v: bool = False) -> None:
         """Remove the container (force=True kills it first if running)."""
         try:
-            state = self._refresh()
+            with self._locked():
+                # One read of the record: an exit the monitor recorded is folded in.
+                state = self._refresh_locked()
+                running = state["State"]["Running"]
+                if not running:
+                    self._await_monitor_exit(state)
+                    self._remove_files(state)
         except ContainerNotFound:
             return
-        if state["State"]["Running"]:
+        if running:
             if not force:
                 raise Conflict(f"You cannot remove a running container {self.id}. "
                                "Stop the container before attempting removal or force remove")
             with contextlib.suppress(Conflict):
                 self.kill("SIGKILL")
             self.wait()
-        with self._locked():
-            try:
-                state = self._load()
-            except ContainerNotFound:
-                return
-            self._await_monitor_exit(state)
-            self._remove_files(state)
+            with self._locked():
+                try:
+                    state = self._load()
+                except ContainerNotFound:
+                    return
+                self._await_monitor_exit(state)
+                self._remove_files(state)
         if v:
             from .volume import remove_anonymous
 
