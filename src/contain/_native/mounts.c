@@ -1,10 +1,13 @@
-/* Mounts of a new container.  Filesystems and host bind sources are
- * prepared as detached mounts (fsopen/fsmount, open_tree) while the host's
- * tree is still reachable, and attached after pivot_root, where every
- * target path resolves inside the new root: a symlink in the image cannot
- * point a mount at a host path.  Runs in the clone child: raw calls only. */
+/* Mounts of a new container.  Host bind sources are prepared as detached
+ * mounts (open_tree) while the host's tree is still reachable, and attached
+ * after pivot_root, where every target path resolves inside the new root:
+ * a symlink in the image cannot point a mount at a host path.  New
+ * filesystems are mounted in place after pivot_root too (mount(2), one
+ * call); in a user namespace they are made detached before it (fsopen,
+ * fsmount), see mount_in_place.  Runs in the clone child: raw calls only. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/mount.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -236,18 +239,56 @@ static int is_cgroupfs(const struct ct_mount *m)
     return !*c && (!*t || (t[0] == '2' && !t[1]));
 }
 
+/* MOUNT_ATTR_* as mount(2) flags; -1 for one mount(2) has no flag for. */
+static long attr_flags(unsigned int attr)
+{
+    long flags = 0;
+    if (attr & MOUNT_ATTR_RDONLY)
+        flags |= MS_RDONLY;
+    if (attr & MOUNT_ATTR_NOSUID)
+        flags |= MS_NOSUID;
+    if (attr & MOUNT_ATTR_NODEV)
+        flags |= MS_NODEV;
+    if (attr & MOUNT_ATTR_NOEXEC)
+        flags |= MS_NOEXEC;
+    if (attr & MOUNT_ATTR_NODIRATIME)
+        flags |= MS_NODIRATIME;
+    unsigned int atime = attr & MOUNT_ATTR__ATIME;
+    if (atime == MOUNT_ATTR_NOATIME)
+        flags |= MS_NOATIME;
+    else if (atime == MOUNT_ATTR_STRICTATIME)
+        flags |= MS_STRICTATIME;
+    else if (atime != MOUNT_ATTR_RELATIME)
+        return -1;
+    unsigned int known = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
+                         MOUNT_ATTR_NODIRATIME | MOUNT_ATTR__ATIME;
+    return (attr & ~known) ? -1 : flags;
+}
+
+/* Whether new filesystem `m` can be mounted in place once the root is the
+ * container's (mount(2), one call), rather than made detached before the
+ * pivot and attached after (fsopen, fsconfig per option, fsmount, close,
+ * move_mount, close: eight).  Not in a user namespace: there the kernel
+ * lets proc and sysfs be mounted only while a full view of them is in the
+ * mount namespace, which the pivot takes away (mount_too_revealing). */
+static int mount_in_place(const struct ct_spec *spec, const struct ct_mount *m)
+{
+    return m->kind == CT_MOUNT_NEW && !(spec->clone_flags & CLONE_NEWUSER) && spec->userns_fd < 0 &&
+           attr_flags(m->attr) >= 0;
+}
+
 int ct_prepare_mounts(struct ct_spec *spec, int *fds, int which, struct ct_error *err)
 {
     for (int i = 0; i < spec->nmounts; i++) {
         struct ct_mount *m = &spec->mounts[i];
         int late = m->kind == CT_MOUNT_NEW && is_cgroupfs(m);
         if (which == CT_PREPARE_CGROUPFS) {
-            if (late && (fds[i] = new_fs(m, err)) < 0)
+            if (late && !mount_in_place(spec, m) && (fds[i] = new_fs(m, err)) < 0)
                 return -1;
             continue;
         }
         fds[i] = -1;
-        if (late)
+        if (late || mount_in_place(spec, m))
             continue;
         if (m->kind == CT_MOUNT_NEW)
             fds[i] = new_fs(m, err);
@@ -361,6 +402,23 @@ int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
         }
         switch (m->kind) {
         case CT_MOUNT_NEW:
+            if (fds[i] < 0) {  /* mount_in_place */
+                r = make_target(m);
+                if (r < 0)
+                    return ct_fail(err, "create mount point", m->target, -r);
+                if (mount(m->source && m->source[0] ? m->source : m->fstype, m->target, m->fstype,
+                          (unsigned long)attr_flags(m->attr), m->options && m->options[0] ? m->options : NULL) == 0)
+                    break;
+                /* Refused: made the detailed way, which names the option
+                 * the file system refuses (or mounts it after all). */
+                fds[i] = new_fs(m, err);
+                if (fds[i] < 0)
+                    return -1;
+            }
+            if (attach(fds[i], m, err) < 0)
+                return -1;
+            fds[i] = -1;
+            break;
         case CT_MOUNT_BIND:
             if (attach(fds[i], m, err) < 0)
                 return -1;
