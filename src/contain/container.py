@@ -345,6 +345,7 @@ class Container:
     # Read end of a pipe the monitor closes once the exit is recorded
     # (before its clean-up): the starter's wait ends there.
     _exited_fd: int = attrs.field(default=-1, alias="exited_fd")
+    _dirpath: Optional[str] = attrs.field(default=None, init=False)
 
     def __repr__(self) -> str:
         return f"<Container: {self.short_id} {self.name}>"
@@ -358,10 +359,13 @@ class Container:
     # ------------------------------------------------------------------ paths
     @property
     def _dir(self) -> str:
-        return self._root.container_dir(self.id)
+        d = self._dirpath
+        if d is None:  # asked for a score of times per start
+            d = self._dirpath = self._root.container_dir(self.id)
+        return d
 
     def _path(self, name: str) -> str:
-        return os.path.join(self._dir, name)
+        return f"{self._dir}/{name}"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
