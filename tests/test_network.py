@@ -38,6 +38,14 @@ def _links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
 
 
+def _bridges_of_others(nroot) -> set[str]:
+    """Bridges that are not another network of `nroot` than its default one."""
+    from contain.net import ipam
+
+    mine = {ipam.load(nroot, n).bridge for n in ipam.names(nroot)}
+    return ({n for n in _links() if n.startswith("cbr-")} - mine) | {ipam.load(nroot, "bridge").bridge}
+
+
 def _ours(names) -> set[str]:
     # Pool links ("cvp<pid>...") of this process only: other processes on the
     # host may be running contain meanwhile.
@@ -659,9 +667,10 @@ def test_outbound_nat_to_fake_upstream(nroot, prepared):
 
 
 def test_port_in_use_is_a_conflict_before_anything_is_made(nroot, prepared):
-    from contain.net import endpoint, ipam, nft
+    from contain.net import endpoint, ipam, nft, pool
 
     cid = new_cid()
+    pool.shutdown()  # no pair of ours in the making meanwhile
     links_before = _links()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -670,7 +679,10 @@ def test_port_in_use_is_a_conflict_before_anything_is_made(nroot, prepared):
         with pytest.raises(Conflict, match=str(port)):
             endpoint.prepare(nroot, cid, name="x", hostname="x", network_mode="bridge",
                              ports={80: ("127.0.0.1", port)})
-    assert _links() - links_before <= {ipam.load(nroot, "bridge").bridge}
+    # Nothing of this process's (other workers make bridges meanwhile).
+    made = _links() - links_before
+    assert {n for n in _ours(made) if not n.startswith("cbr-")} == set(), made
+    assert {n for n in made if n.startswith("cbr-")} <= _bridges_of_others(nroot), made
     assert not ipam.attachments(nroot, cid)
     assert not [r for r in nft.published() if r.container_id == cid]
     # A port another container publishes (no socket bound) clashes as well.

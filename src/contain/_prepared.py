@@ -173,10 +173,10 @@ class Preparer:
             if self._seen[key] >= 2 and key not in self._failed and limit():
                 self._want = key
                 self._start_locked()
-                # Woken when the start is done (wake), not now: meanwhile
+                # Woken when the starter waits (wake), not now: meanwhile
                 # the thread would take the GIL from the start at every
                 # system call it makes, back and forth.  One that never
-                # came: now.
+                # came (nobody waited): now.
                 if self._wake_pending:
                     self._cond.notify_all()
                 self._wake_pending = True
@@ -194,8 +194,8 @@ class Preparer:
         return True
 
     def wake(self) -> None:
-        """Let the thread see what the last take left (Container.start calls
-        this once the start is done)."""
+        """Let the thread see what the last take left (Container.wait calls
+        this before it blocks)."""
         if self._wake_pending:
             with self._cond:
                 self._wake_pending = False

@@ -779,12 +779,6 @@ class Container:
             prepared.close()
             self._release_network(state)
             raise
-        finally:
-            # The threads that make the next network namespace and root
-            # ahead do it now, not while the start needed the CPUs and the GIL.
-            pool.refill()
-            if self._root.preparer is not None:
-                self._root.preparer.wake()
         prepared.close()
 
     def _release_network(self, state: dict, ended: bool = False) -> None:
@@ -1067,6 +1061,7 @@ class Container:
         if self._exited_fd >= 0:
             # Started by this handle: until the monitor closes this pipe the
             # exit is not recorded, so there is nothing to read before.
+            self._wake_fillers()
             ready, _, _ = select.select([self._exited_fd], [], [], timeout)
             if not ready:
                 raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
@@ -1115,6 +1110,17 @@ class Container:
                 raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
 
     _last_exit: Optional[int] = None
+
+    def _wake_fillers(self) -> None:
+        """Let the threads that make network namespaces and roots ahead
+        replace what the start took, now that this thread is about to
+        block: woken earlier, they would contend with it for the GIL at
+        every system call it makes, and for the CPUs with the start.  (A
+        start that nobody waits for wakes them at the next take.)"""
+        pool.refill()
+        prep = self._root._preparer
+        if prep is not None:
+            prep.wake()
 
     def _await_monitor_exit(self, state: dict, timeout: float = 5.0) -> None:
         """Wait for the last run's monitor to finish its clean-up (it ends

@@ -104,6 +104,8 @@ def take() -> links.FreshPair:
 def _take_ready(p: _Pool, fill, thread_name: str):
     """A ready item of pool `p` or None; starts or wakes its filler thread."""
     size = limit()
+    if _taken:
+        refill()  # the last start's were not woken (nobody waited for it)
     with p.lock:
         got = p.ready.pop() if p.ready else None
         if got is None:
@@ -123,11 +125,12 @@ def _take_ready(p: _Pool, fill, thread_name: str):
     return got
 
 
-# Pools a start took from.  Their fillers are woken when that start is done
-# (Container.start calls refill), not at the take: meanwhile the start's
-# child is building its root and the monitor is starting, and on a small
-# machine a filler making a namespace then takes a CPU from them (with two
-# CPUs, a run-and-remove loop was 0.1-0.2 ms faster for it).
+# Pools a start took from.  Their fillers are woken once the starting
+# thread blocks in wait (Container._wake_fillers calls refill), or at the
+# next take, not at this one: meanwhile the start's child builds its root
+# and the monitor starts, and a filler making a namespace would take a CPU
+# from them, and the GIL from the start's Python at each of its system
+# calls (with two CPUs, a run-and-remove loop was 0.1-0.2 ms faster).
 _taken: set = set()
 
 
