@@ -302,6 +302,7 @@ class Preparer:
         """Wait until the thread has nothing to do for now: no root being
         mounted, none of the taken ones still young, as many ready as it
         keeps (tests that count descriptors).  False on timeout."""
+        self.wake()  # what a start nobody waited for left for it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._cond:

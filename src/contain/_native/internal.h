@@ -42,7 +42,13 @@ int ct_mkdir_p(const char *path, int mode);
 #define CT_PREPARE_EARLY 0
 #define CT_PREPARE_CGROUPFS 1
 int ct_prepare_mounts(struct ct_spec *spec, int *fds, int which, struct ct_error *err);
-int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err);
+/* Attached after pivot_root in two passes too: everything that does not
+ * depend on the container's cgroups while its parent places it, then the
+ * cgroup filesystems and what lies on or under /sys/fs/cgroup once it is
+ * placed and its cgroup namespace made. */
+#define CT_ATTACH_FIRST 0
+#define CT_ATTACH_CGROUPS 1
+int ct_attach_mounts(struct ct_spec *spec, int *fds, int which, struct ct_error *err);
 int ct_setup_process(struct ct_process *proc, struct ct_error *err);
 /* Exec proc->argv, searching PATH; only returns on failure (err filled). */
 int ct_exec(struct ct_process *proc, struct ct_error *err);

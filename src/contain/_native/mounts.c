@@ -378,7 +378,27 @@ static int same_parent(const char *a, const char *b)
     return 1;
 }
 
-int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
+/* Whether path is dir or below it. */
+static int within(const char *path, const char *dir)
+{
+    size_t i = 0;
+    for (; dir[i]; i++)
+        if (path[i] != dir[i])
+            return 0;
+    return path[i] == 0 || path[i] == '/';
+}
+
+/* What the second pass attaches (CT_ATTACH_CGROUPS): the cgroup
+ * filesystems, and what is made on /sys/fs/cgroup or below it but for the
+ * tmpfs that holds their mount points. */
+static int needs_cgroups(const struct ct_mount *m)
+{
+    if (m->kind == CT_MOUNT_NEW)
+        return is_cgroupfs(m) || (within(m->target, "/sys/fs/cgroup") && m->target[14] != 0);
+    return within(m->target, "/sys/fs/cgroup");
+}
+
+int ct_attach_mounts(struct ct_spec *spec, int *fds, int which, struct ct_error *err)
 {
     /* Device nodes and symlinks come in runs in one directory (/dev): its
      * parent is made once; the nodes are made with no umask (their modes
@@ -388,6 +408,8 @@ int ct_attach_mounts(struct ct_spec *spec, int *fds, struct ct_error *err)
     for (int i = 0; i < spec->nmounts; i++) {
         struct ct_mount *m = &spec->mounts[i];
         int r;
+        if (needs_cgroups(m) != (which == CT_ATTACH_CGROUPS))
+            continue;
         if (old_umask >= 0 && m->kind != CT_MOUNT_MKNOD) {
             umask((mode_t)old_umask);
             old_umask = -1;

@@ -338,7 +338,10 @@ static int container_child(void *arg)
     if (chdir("/") < 0)
         die(err, "chdir /", NULL, errno);
 
-    /* Nothing from here on runs before the container is in its cgroups. */
+    /* While the parent places us: the mounts that do not need it. */
+    if (ct_attach_mounts(s, fds, CT_ATTACH_FIRST, err) < 0)
+        _exit(125);
+    /* Nothing of the container's runs before it is in its cgroups. */
     if (c->cg_r >= 0) {
         if (read(c->cg_r, &b, 1) != 1)
             _exit(125);  /* the parent recorded why */
@@ -349,7 +352,7 @@ static int container_child(void *arg)
         die(err, "create cgroup namespace", NULL, errno);
     if (ct_prepare_mounts(s, fds, CT_PREPARE_CGROUPFS, err) < 0)
         _exit(125);
-    if (ct_attach_mounts(s, fds, err) < 0)
+    if (ct_attach_mounts(s, fds, CT_ATTACH_CGROUPS, err) < 0)
         _exit(125);
     if (s->proc.cwd && s->proc.cwd[0] && !s->readonly_root) {
         int r = ct_mkdir_p(s->proc.cwd, 0755);
