@@ -861,12 +861,13 @@ class Container:
         overlay_fd = prep.claim(self.id, spec.root.lowerdirs, keep=keep) if prep is not None else -1
         if overlay_fd < 0:
             clear_volatile_marker(self._dir)
+        # A previous run's monitor may still be writing its exit record
+        # (its starter had it from the pipe) and removing the cgroups of
+        # this name: it must be gone before they are made again.
+        self._await_monitor_exit(state)
         # The last run's record goes; its file is the monitor's next one.
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._path("exit"), self._path("exit.tmp"))
-        # A previous run's monitor may still be removing the cgroups of this
-        # name: it must be gone before they are made again.
-        self._await_monitor_exit(state)
         userns = state["_contain"].get("userns")
         cgroup, cgroup_plan = self._make_cgroup(state, defer=not userns)
         fds: list[int] = [overlay_fd] if overlay_fd >= 0 else []
@@ -1001,16 +1002,21 @@ class Container:
         os.close(fd)
         return True
 
-    def _refresh_locked(self) -> dict:
-        """Fold what the monitor recorded into the record (once)."""
+    def _refresh_locked(self, record: bytes = b"") -> dict:
+        """Fold what the monitor recorded into the record (once).
+        `record`: its exit line as it came down the starter's pipe, when
+        the file may not be written yet."""
         state = self._load()
         st = state["State"]
         if not st["Running"]:
             return state
         oom_kills: Optional[int] = None
         try:
-            with open(self._path("exit")) as f:
-                fields = f.read().split()
+            if record.endswith(b"\n"):
+                fields = record.split()
+            else:
+                with open(self._path("exit")) as f:
+                    fields = f.read().split()
             code, finished = int(fields[0]), _timefmt.rfc3339(int(fields[1]))
             if len(fields) > 2:
                 oom_kills = int(fields[2])
@@ -1065,12 +1071,15 @@ class Container:
             ready, _, _ = select.select([self._exited_fd], [], [], timeout)
             if not ready:
                 raise TimeoutError(f"container {self.short_id} still running after {timeout}s")
+            # The monitor's exit record comes down the pipe before it is in
+            # the file (b"" if the monitor died first).
+            record = os.read(self._exited_fd, 256)
             os.close(self._exited_fd)
             self._exited_fd = -1
-            # The exit is recorded: fold it in under the lock at once
-            # (rather than read the record first to learn it is running).
+            # Fold it in under the lock at once (rather than read the record
+            # first to learn it is running).
             with contextlib.suppress(ContainerNotFound), self._locked():
-                st = self._refresh_locked()["State"]
+                st = self._refresh_locked(record)["State"]
                 if not st["Running"] and st["Status"] != "created":
                     return st["ExitCode"]
         while True:

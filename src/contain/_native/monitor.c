@@ -12,9 +12,10 @@
  *                      oom_kill count goes into the exit file
  *   --cgroup DIR       the container's cgroup directories, removed once it
  *                      has exited (repeatable)
- *   --exited-fd N      closed as soon as STATE_DIR/exit is written, before
- *                      the cgroups are removed: the starter's wait ends
- *                      there, and the clean-up overlaps its bookkeeping
+ *   --exited-fd N      gets the exit record's line first, and is closed
+ *                      once STATE_DIR/exit is written, before the cgroups
+ *                      are removed: the starter's wait ends at the line,
+ *                      and the rest overlaps its bookkeeping
  *
  * fd 3 is a pidfd for the container's first process (our child); fds 4..
  * are the read ends of its output streams (stream 1 = stdout, 2 = stderr).
@@ -624,11 +625,16 @@ int main(int argc, char **argv)
     /* exit.tmp is usually the last run's record (contain renames it there
      * at a start): overwritten in place, so that no block is freed and
      * allocated again (costly on a disk mounted with discard). */
+    char line[128];
+    long long oom = oom_file ? read_oom_kills(oom_file) : 0;
+    int len = snprintf(line, sizeof line, "%d %llu %lld\n", code, (unsigned long long)now_ns(), oom);
+    /* The starter has it at once (one write, atomic on a pipe); the file is
+     * for everyone else, the starter's later reads included. */
+    if (exited_fd >= 0 && write(exited_fd, line, (size_t)len) != len) {
+        /* the starter went away: the file is what counts */
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0) {
-        char line[128];
-        long long oom = oom_file ? read_oom_kills(oom_file) : 0;
-        int len = snprintf(line, sizeof line, "%d %llu %lld\n", code, (unsigned long long)now_ns(), oom);
         /* No fsync: the rename keeps readers from a torn file, and after a
          * power loss the container is gone anyway. */
         if (pwrite(fd, line, (size_t)len, 0) == len && ftruncate(fd, len) == 0) {
