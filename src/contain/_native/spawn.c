@@ -372,12 +372,14 @@ static void block_signals(sigset_t *old)
 }
 
 /* Read until EOF: the child has exec'd or exited. */
+/* Both run in the caller while the children may still be running on its
+ * errno (see sys4): an EINTR here must not land there. */
 static void wait_done(int fd)
 {
     char buf[16];
     while (1) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n == 0 || (n < 0 && errno != EINTR))
+        long n = q_read(fd, buf, sizeof buf);
+        if (n == 0 || (n < 0 && n != -EINTR))
             return;
     }
 }
@@ -416,7 +418,7 @@ static int is_exec_step(const struct ct_error *err)
 static void reap(int pid)
 {
     int status;
-    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
+    while (sys4(SYS_wait4, pid, (long)&status, __WALL, 0) == -EINTR)
         ;
 }
 
