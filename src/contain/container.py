@@ -342,8 +342,9 @@ class Container:
     id: str
     _root: Root = attrs.field(alias="root")
     _monitor_pidfd: int = attrs.field(default=-1, alias="monitor_pidfd")
-    # Read end of a pipe the monitor closes once the exit is recorded
-    # (before its clean-up): the starter's wait ends there.
+    # Read end of a pipe the monitor writes the exit line to, then closes
+    # once the exit is recorded (before its clean-up): the starter's wait
+    # ends at the line.
     _exited_fd: int = attrs.field(default=-1, alias="exited_fd")
     _dirpath: Optional[str] = attrs.field(default=None, init=False)
 
