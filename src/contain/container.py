@@ -803,17 +803,16 @@ class Container:
 
             userspace.release(self._root, self.id, background=ended)
 
-    def _make_cgroup(self, state: dict, defer: bool = False):
-        """The container's cgroup, made now; or, with `defer` and where it
-        qualifies (v1, no resources: CgroupManager.deferred), the cgroup
-        and the plan for spawn to make it while the child builds its root."""
+    def _make_cgroup(self, state: dict, rules=None):
+        """The container's cgroup, made now; or, given its device `rules`
+        and where it qualifies (v1, no resources: CgroupManager.deferred),
+        the cgroup and the plan for spawn to make it while the child builds
+        its root."""
         manager = self._root.cgroups
         resources = Resources(**state["_contain"]["resources"])
-        if defer:
+        if rules is not None:
             cgroup = manager.deferred(self.id, resources)
             if cgroup is not None:
-                host = state["HostConfig"]
-                rules = devices.rules_for(host.get("Privileged", False), host.get("DeviceCgroupRules", []))
                 dev = cgroup.paths.get(devices.V1_KEY)
                 # What an earlier run left goes natively (an empty directory is replaced).
                 return cgroup, CgroupPlan(mkdirs=cgroup.dirs(),
@@ -870,16 +869,17 @@ class Container:
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._path("exit"), self._path("exit.tmp"))
         userns = state["_contain"].get("userns")
-        cgroup, cgroup_plan = self._make_cgroup(state, defer=not userns)
+        rules = None if userns else devices.rules_for(host.get("Privileged", False),
+                                                      host.get("DeviceCgroupRules", []))
+        cgroup, cgroup_plan = self._make_cgroup(state, rules)
         fds: list[int] = [overlay_fd] if overlay_fd >= 0 else []
         exited_r = -1
         try:
-            cfg, host = state["Config"], state["HostConfig"]
+            cfg = state["Config"]
             # The device allowlist is in place before the first process
             # enters (in the plan, when spawn makes the cgroup).
-            if not userns and cgroup_plan is None:
-                devices.apply(cgroup, devices.rules_for(host.get("Privileged", False),
-                                                        host.get("DeviceCgroupRules", [])))
+            if rules is not None and cgroup_plan is None:
+                devices.apply(cgroup, rules)
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             fds.append(devnull)
             flags: list[str] = []
@@ -1053,7 +1053,6 @@ class Container:
                   FinishedAt=finished, OOMKilled=oom)
         self._save(state)
         if state["HostConfig"].get("AutoRemove"):
-            self._await_monitor_exit(state)
             self._remove_files(state)
 
     def wait(self, timeout: Optional[float] = None, condition: str = "not-running") -> int:
@@ -1321,7 +1320,6 @@ class Container:
                 state = self._refresh_locked()
                 running = state["State"]["Running"]
                 if not running:
-                    self._await_monitor_exit(state)
                     self._remove_files(state)
         except ContainerNotFound:
             return
@@ -1337,7 +1335,6 @@ class Container:
                     state = self._load()
                 except ContainerNotFound:
                     return
-                self._await_monitor_exit(state)
                 self._remove_files(state)
         if v:
             from .volume import remove_anonymous
@@ -1345,6 +1342,9 @@ class Container:
             remove_anonymous(state, root=self._root)
 
     def _remove_files(self, state: dict) -> None:
+        """Everything of a container that has ended goes, once its monitor
+        is done with the mounts and the cgroups."""
+        self._await_monitor_exit(state)
         # A root kept from its run stays: retire may hand it to the next one.
         self._root.drop_prepared(self.id, kept=False)
         self._release_network(state, ended=state["State"]["Status"] != "running")

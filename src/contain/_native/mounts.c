@@ -61,9 +61,10 @@ int ct_mkdir_p(const char *path, int mode)
      * exists or can be made, then make the rest downwards.  One call for
      * the common case instead of one per component. */
     size_t len = n;
-    while (mkdir(buf, (mode_t)mode) < 0 && errno != EEXIST) {
-        if (errno != ENOENT)
-            return -errno;
+    int r;
+    while ((r = (int)ct_sys4(SYS_mkdirat, AT_FDCWD, (long)buf, mode, 0)) < 0 && r != -EEXIST) {
+        if (r != -ENOENT)
+            return r;
         size_t i = len - 1;
         while (i > 0 && buf[i] != '/')
             i--;
@@ -75,8 +76,9 @@ int ct_mkdir_p(const char *path, int mode)
     while (len < n) {
         buf[len] = '/';
         len += ct_strlen(buf + len);
-        if (mkdir(buf, (mode_t)mode) < 0 && errno != EEXIST)
-            return -errno;
+        r = (int)ct_sys4(SYS_mkdirat, AT_FDCWD, (long)buf, mode, 0);
+        if (r < 0 && r != -EEXIST)
+            return r;
     }
     return 0;
 }
@@ -437,10 +439,7 @@ int ct_attach_mounts(struct ct_spec *spec, int *fds, int which, struct ct_error 
                 if (fds[i] < 0)
                     return -1;
             }
-            if (attach(fds[i], m, err) < 0)
-                return -1;
-            fds[i] = -1;
-            break;
+            __attribute__((fallthrough));
         case CT_MOUNT_BIND:
             if (attach(fds[i], m, err) < 0)
                 return -1;

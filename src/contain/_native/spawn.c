@@ -121,48 +121,14 @@ static void __attribute__((noreturn)) die(struct ct_error *err, const char *step
     _exit(125);
 }
 
-/* A system call that leaves errno alone: it returns -errno on failure.
- * The children share the caller's memory, and with it the caller's
- * thread-local errno (CLONE_VM without a TLS of their own): the cgroup
- * work below runs in one of them, or in the caller's thread while they
- * run, and a failing call there must not change an errno another is about
- * to read.  Elsewhere than x86-64 and arm64, libc's syscall() with errno
- * restored, which only narrows that window. */
-static long sys4(long n, long a, long b, long c, long d)
-{
-#if defined(__x86_64__)
-    long ret;
-    register long r10 __asm__("r10") = d;
-    __asm__ volatile("syscall" : "=a"(ret) : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
-                     : "rcx", "r11", "memory");
-    return ret;
-#elif defined(__aarch64__)
-    register long x8 __asm__("x8") = n;
-    register long x0 __asm__("x0") = a;
-    register long x1 __asm__("x1") = b;
-    register long x2 __asm__("x2") = c;
-    register long x3 __asm__("x3") = d;
-    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory", "cc");
-    return x0;
-#else
-    int saved = errno;
-    long r = syscall(n, a, b, c, d);
-    if (r < 0) {
-        r = -errno;
-        errno = saved;
-    }
-    return r;
-#endif
-}
-
-static int q_open(const char *path, int flags) { return (int)sys4(SYS_openat, AT_FDCWD, (long)path, flags, 0); }
-static int q_openat(int dfd, const char *path, int flags) { return (int)sys4(SYS_openat, dfd, (long)path, flags, 0); }
-static long q_write(int fd, const void *buf, size_t n) { return sys4(SYS_write, fd, (long)buf, (long)n, 0); }
-static long q_read(int fd, void *buf, size_t n) { return sys4(SYS_read, fd, (long)buf, (long)n, 0); }
-static void q_close(int fd) { sys4(SYS_close, fd, 0, 0, 0); }
-static int q_mkdir(const char *path) { return (int)sys4(SYS_mkdirat, AT_FDCWD, (long)path, 0755, 0); }
-static int q_rmdir(const char *path) { return (int)sys4(SYS_unlinkat, AT_FDCWD, (long)path, AT_REMOVEDIR, 0); }
-static void q_kill(int pid) { sys4(SYS_kill, pid, SIGKILL, 0, 0); }
+static int q_open(const char *path, int flags) { return (int)ct_sys4(SYS_openat, AT_FDCWD, (long)path, flags, 0); }
+static int q_openat(int dfd, const char *path, int flags) { return (int)ct_sys4(SYS_openat, dfd, (long)path, flags, 0); }
+static long q_write(int fd, const void *buf, size_t n) { return ct_sys4(SYS_write, fd, (long)buf, (long)n, 0); }
+static long q_read(int fd, void *buf, size_t n) { return ct_sys4(SYS_read, fd, (long)buf, (long)n, 0); }
+static void q_close(int fd) { ct_sys4(SYS_close, fd, 0, 0, 0); }
+static int q_mkdir(const char *path) { return (int)ct_sys4(SYS_mkdirat, AT_FDCWD, (long)path, 0755, 0); }
+static int q_rmdir(const char *path) { return (int)ct_sys4(SYS_unlinkat, AT_FDCWD, (long)path, AT_REMOVEDIR, 0); }
+static void q_kill(int pid) { ct_sys4(SYS_kill, pid, SIGKILL, 0, 0); }
 
 /* Write `who` into each cgroup.procs file, and into the v2 directory's
  * unless the child was born there.  "0" is the writing process, whatever
@@ -371,9 +337,9 @@ static void block_signals(sigset_t *old)
     pthread_sigmask(SIG_SETMASK, &all, old);
 }
 
-/* Read until EOF: the child has exec'd or exited. */
-/* Both run in the caller while the children may still be running on its
- * errno (see sys4): an EINTR here must not land there. */
+/* Read until EOF: the child has exec'd or exited.  Like reap, it runs in
+ * the caller while the children may still be running on its errno (see
+ * ct_sys4): an EINTR here must not land there. */
 static void wait_done(int fd)
 {
     char buf[16];
@@ -418,7 +384,7 @@ static int is_exec_step(const struct ct_error *err)
 static void reap(int pid)
 {
     int status;
-    while (sys4(SYS_wait4, pid, (long)&status, __WALL, 0) == -EINTR)
+    while (ct_sys4(SYS_wait4, pid, (long)&status, __WALL, 0) == -EINTR)
         ;
 }
 
@@ -620,25 +586,10 @@ static int make_cgroups(struct spawn_ctx *c)
                 return ct_fail(c->err, "cgroup mkdir", *d, EEXIST);
             continue;
         }
-        if (r == -ENOENT) {
-            /* The shared parent is missing (another process removed it
-             * after its last container): make it, then ours. */
-            char path[512];
-            size_t n = ct_strlen(*d);
-            if (n >= sizeof path)
-                return ct_fail(c->err, "cgroup mkdir", *d, ENAMETOOLONG);
-            ct_copy(path, sizeof path, *d);
-            for (size_t i = 1; i < n; i++) {
-                if (path[i] != '/')
-                    continue;
-                path[i] = 0;
-                r = q_mkdir(path);
-                path[i] = '/';
-                if (r < 0 && r != -EEXIST)
-                    return ct_fail(c->err, "cgroup mkdir", *d, -r);
-            }
-            r = q_mkdir(*d);
-        }
+        /* The shared parent is missing (another process removed it after
+         * its last container): made with ours. */
+        if (r == -ENOENT)
+            r = ct_mkdir_p(*d, 0755);
         if (r < 0)
             return ct_fail(c->err, "cgroup mkdir", *d, -r);
     }
@@ -911,7 +862,7 @@ static unsigned long long proc_start_time(int pid)
 {
     char path[32], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    /* The children may be running on this thread's errno: see sys4. */
+    /* The children may be running on this thread's errno: see ct_sys4. */
     int fd = q_open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;

@@ -121,7 +121,7 @@ def _take_ready(p: _Pool, fill, thread_name: str):
                 p.thread = threading.Thread(target=fill, args=(p, p.generation),
                                             name=thread_name, daemon=True)
                 p.thread.start()
-            _taken.add(p)  # woken by refill, once the start is done
+            _taken.add(p)  # woken by refill, once the starter waits
     return got
 
 
