@@ -403,6 +403,7 @@ def test_v2_create_writes_exact_values(tmp_path, kernel):
     assert c.paths == {"unified": d} and c.v2_path == d
     assert c.procs_files() == [d + "/cgroup.procs"]
     assert c.procs_files(include_v2=False) == []
+    assert c.join_files() == [d + "/cgroup.procs"] and c.join_files(include_v2=False) == []
     # controllers enabled along the path, only those the kernel has, in one write each
     assert kernel.written(f"{root}/cgroup.subtree_control") == "+cpu +cpuset +io +memory +pids"
     assert kernel.written(f"{root}/contain/cgroup.subtree_control") == "+cpu +cpuset +io +memory +pids"
@@ -588,6 +589,8 @@ def test_v1_create_writes_exact_values(tmp_path, kernel):
                        "name=systemd": f"{root}/systemd/contain/abc"}
     assert c.procs_files() == [f"{root}/{k}/contain/abc/cgroup.procs"
                                for k in V1_DIRS + ("systemd",)]
+    # a single-threaded joiner writes "0" into tasks (no RCU wait, see join_files)
+    assert c.join_files() == [f"{root}/{k}/contain/abc/tasks" for k in V1_DIRS + ("systemd",)]
     # cpuset: copied into the parent, then into the container
     for d in (f"{root}/cpuset/contain", f"{root}/cpuset/contain/abc"):
         assert _get(d + "/cpuset.cpus") == "0-3" and _get(d + "/cpuset.mems") == "0"
@@ -692,6 +695,10 @@ def test_hybrid_tracks_in_unified_and_dedupes_combined(tmp_path, kernel):
     assert len(files) == len(set(files)) == 8
     assert c.v2_path + "/cgroup.procs" in files
     assert c.v2_path + "/cgroup.procs" not in c.procs_files(include_v2=False)
+    joins = c.join_files()
+    assert c.v2_path + "/cgroup.procs" in joins and len(joins) == 8
+    assert all(f.endswith("/tasks") for f in c.join_files(include_v2=False))
+    assert len(c.join_files(include_v2=False)) == 7
     assert _get(c.paths["cpu"] + "/cpu.shares") == "256"
     # resources go to v1; the unified tree gets no controllers enabled
     assert not any("subtree_control" in p for p, _ in kernel.writes)

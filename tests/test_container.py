@@ -467,7 +467,7 @@ def test_spawn_makes_v1_cgroups_while_the_child_builds_its_root(croot, busybox, 
     os.mkdir(pids_parent)
     os.mkdir(pids)  # the leftover; the devices parent is missing
     plan = runtime.CgroupPlan(mkdirs=[dev, pids], writes=devices.v1_writes(dev, devices.default_rules()),
-                              procs=[dev + "/cgroup.procs", pids + "/cgroup.procs"])
+                              joins=[dev + "/tasks", pids + "/tasks"])
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     try:
         spec = _plan_spec(croot, busybox, ["cat", "/proc/self/cgroup"])
@@ -496,30 +496,37 @@ def test_spawn_makes_v1_cgroups_while_the_child_builds_its_root(croot, busybox, 
 
 
 @pytest.mark.parametrize("monitored", [False, True])
-@pytest.mark.parametrize("case", ["busy leftover", "refused rule"])
+@pytest.mark.parametrize("case", ["busy leftover", "refused rule", "refused join"])
 def test_spawn_cgroup_plan_failure_names_the_step(croot, busybox, tmp_path, monitored, case):
-    # A leftover still in use is not taken over, and a rule the kernel
-    # refuses fails the start: both name the step, and the child never runs
-    # its command nor stays in the cgroup.
+    # A leftover still in use is not taken over, a rule the kernel refuses
+    # fails the start, and so does a cgroup that refuses the child (a v1
+    # cpuset one with no CPUs, ENOSPC): each names the step, and the child
+    # never runs its command nor stays in the cgroup.
     from contain.linux import runtime
 
-    dirs = _v1_plan_dirs(f"fail{int(monitored)}{case[0]}")
+    dirs = _v1_plan_dirs(f"fail{int(monitored)}{case[-4:]}")
     (dev_parent, dev), (pids_parent, pids) = dirs["devices"], dirs["pids"]
+    cpuset = f"/sys/fs/cgroup/cpuset/{os.path.basename(dev_parent)}/c"
+    if case == "refused join" and not os.path.exists("/sys/fs/cgroup/cpuset/cpuset.cpus"):
+        pytest.skip("no v1 cpuset hierarchy on this host")
     marker = tmp_path / "ran"
     for d in (dev_parent, pids_parent):
         os.mkdir(d)
     sleeper = None
     try:
         writes = [(dev + "/devices.allow", "c 1:3 rwm")]
+        mkdirs, joins = [dev, pids], [dev + "/tasks", pids + "/tasks"]
         if case == "busy leftover":
             os.mkdir(pids)
             sleeper = subprocess.Popen(["sleep", "60"])
             with open(pids + "/cgroup.procs", "w") as f:
                 f.write(str(sleeper.pid))
-        else:
+        elif case == "refused rule":
             writes.append((dev + "/devices.allow", "q nonsense"))
-        plan = runtime.CgroupPlan(mkdirs=[dev, pids], writes=writes,
-                                  procs=[dev + "/cgroup.procs", pids + "/cgroup.procs"])
+        else:
+            mkdirs.append(cpuset)  # made with its parent, neither given CPUs
+            joins.append(cpuset + "/tasks")
+        plan = runtime.CgroupPlan(mkdirs=mkdirs, writes=writes, joins=joins)
         spec = _plan_spec(croot, busybox, ["sh", "-c", f"echo ran > /proc/1/root{marker}"])
         monitor = runtime.Monitor([str(tmp_path), "0"], []) if monitored else None
         with pytest.raises(RuntimeFailure) as info:
@@ -529,19 +536,35 @@ def test_spawn_cgroup_plan_failure_names_the_step(croot, busybox, tmp_path, moni
             assert pids in str(info.value)
             with open(pids + "/cgroup.procs") as f:
                 assert f.read().split() == [str(sleeper.pid)]
-        else:
+        elif case == "refused rule":
             assert (info.value.step, info.value.errno) == ("cgroup write", errno.EINVAL)
             assert "devices.allow: q nonsense" in str(info.value)
-        if os.path.isdir(dev):
-            with open(dev + "/cgroup.procs") as f:
-                assert f.read() == ""
+        else:
+            assert (info.value.step, info.value.errno) == ("join cgroup", errno.ENOSPC)
+            assert cpuset.lstrip("/") + "/tasks" in str(info.value)
+        for d in (dev, cpuset) if case == "busy leftover" else (dev, pids, cpuset):
+            if os.path.isdir(d):
+                _wait_empty(d)
         assert not marker.exists()
     finally:
         if sleeper is not None:
             sleeper.kill()
             sleeper.wait()
-        for d in (dev, pids, dev_parent, pids_parent):
-            _rmdir_settled(d)
+        for d in (dev, pids, dev_parent, pids_parent, cpuset, os.path.dirname(cpuset)):
+            if os.path.isdir(d):
+                _rmdir_settled(d)
+
+
+def _wait_empty(d: str) -> None:
+    # The child that joined before the failure is killed: gone from the
+    # cgroup once it has exited (bounded).
+    deadline = time.monotonic() + 5
+    while True:
+        with open(d + "/cgroup.procs") as f:
+            if f.read() == "":
+                return
+        assert time.monotonic() < deadline, f"a process stayed in {d}"
+        time.sleep(0.01)
 
 
 def test_start_replaces_an_empty_cgroup_left_by_an_earlier_start(run, croot, busybox):

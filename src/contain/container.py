@@ -817,7 +817,7 @@ class Container:
                 # What an earlier run left goes natively (an empty directory is replaced).
                 return cgroup, CgroupPlan(mkdirs=cgroup.dirs(),
                                           writes=devices.v1_writes(dev, rules) if dev else (),
-                                          procs=cgroup.procs_files())
+                                          joins=cgroup.join_files())
         return self._create_cgroup(manager, state, resources), None
 
     def _create_cgroup(self, manager, state: dict, resources: Resources):
@@ -942,7 +942,7 @@ class Container:
                 fd = self._root.shared_userns()  # None where fuse-overlayfs mounts the root
                 userns_options = {"userns_fd": fd} if fd is not None else spawn_options(self._root.id_maps)
             child = spawn(spec, stdio=stdio,
-                          cgroup_procs=cgroup.procs_files(include_v2=False) if cgroup_plan is None else (),
+                          cgroup_procs=cgroup.join_files(include_v2=False) if cgroup_plan is None else (),
                           cgroup_dir=cgroup.v2_path, cgroup_plan=cgroup_plan,
                           monitor=Monitor([self._dir, str(len(streams)), *flags], monitor_fds,
                                           env=monitor_env),
@@ -1671,7 +1671,7 @@ class Container:
                     stdio[i] = child_end
                     files[i] = os.fdopen(mine, "wb" if i == 0 else "rb", buffering=0)
             try:
-                cg = self._root.cgroups.open(self.id).procs_files()
+                cg = self._root.cgroups.open(self.id).join_files()
             except NotFound:
                 cg = []
             child = join(pidfd, process, namespaces=namespaces, stdio=stdio, cgroup_procs=cg,

@@ -75,7 +75,8 @@ struct ct_spec {
     int userns_fd;
     const char *const *cgroup_mkdirs;
     const char *const *cgroup_writes;
-    const char *const *cgroup_procs_paths;
+    int cgroup_join_dirfd;
+    const char *const *cgroup_join_paths;
 };
 
 struct ct_child {

@@ -64,7 +64,9 @@ struct ct_process {
 struct ct_spec {
     int clone_flags;      /* CLONE_NEW* for the namespaces to create */
     int ns_fds[8];        /* namespaces to join instead (setns), -1 terminated */
-    int cgroup_procs[12]; /* open cgroup.procs files to join, -1 terminated */
+    int cgroup_procs[12]; /* open files the child joins by writing "0", -1 terminated:
+                           * `tasks` of v1 hierarchies (see write_cgroup_procs),
+                           * cgroup.procs of a v2 one */
     int cgroup_dir_fd;    /* cgroup v2 dir for CLONE_INTO_CGROUP, -1 when not used */
     const char *uid_map;  /* with CLONE_NEWUSER: written by the parent */
     const char *gid_map;
@@ -102,12 +104,15 @@ struct ct_spec {
      * made, a missing parent first, an empty one of the same name replaced
      * (one in use fails: EEXIST); then `cgroup_writes` (NULL-terminated
      * pairs of a file and its text, each text one write(), in order:
-     * device rules); then the child's pid goes into each
-     * `cgroup_procs_paths` file.  Not with a user namespace (a child there
-     * joins its cgroups itself). */
+     * device rules); then the child, told they exist, writes "0" into
+     * each of `cgroup_join_paths` (v1 `tasks` files), opened below
+     * `cgroup_join_dirfd` (an O_PATH fd of the caller's root: the child
+     * has pivoted by then).  Not with a user namespace (a child there
+     * joins cgroups that exist already). */
     const char *const *cgroup_mkdirs;
     const char *const *cgroup_writes;
-    const char *const *cgroup_procs_paths;
+    int cgroup_join_dirfd;
+    const char *const *cgroup_join_paths;
 };
 
 struct ct_child {

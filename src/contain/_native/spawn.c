@@ -89,12 +89,12 @@ struct spawn_ctx {
     int done_r;
     int go_r;          /* the parent writes a byte here once id maps are set */
     int go_w;
-    int cg_r;          /* and here once it has placed the child in its cgroups */
+    int cg_r;          /* and here once it has made the cgroups the child joins */
     int cg_w;
     int placed_v2;     /* the child was born in its v2 cgroup (CLONE_INTO_CGROUP) */
     int pid_w;         /* with cgroups to make and a monitor: the monitor-to-be */
     int pid_r;         /* sends the child's pid over this socket pair, the caller
-                          places the child and answers "g" */
+                          makes the cgroups, releases the child and answers "g" */
     int clone_parent;  /* clone the container as a sibling (CLONE_PARENT): see clone_in_userns */
     sigset_t mask;     /* the parent's signal mask, restored before exec */
     /* ct_join */
@@ -130,24 +130,17 @@ static int q_mkdir(const char *path) { return (int)ct_sys4(SYS_mkdirat, AT_FDCWD
 static int q_rmdir(const char *path) { return (int)ct_sys4(SYS_unlinkat, AT_FDCWD, (long)path, AT_REMOVEDIR, 0); }
 static void q_kill(int pid) { ct_sys4(SYS_kill, pid, SIGKILL, 0, 0); }
 
-/* Write `who` into each cgroup.procs file, and into the v2 directory's
- * unless the child was born there.  "0" is the writing process, whatever
- * pid namespace it is in.  Returns 0 or -errno. */
-static int write_cgroup_procs(struct spawn_ctx *c, const char *who)
+/* Join the cgroups given as open files: write "0" (the writer) into each,
+ * and into the v2 directory's cgroup.procs unless the child was born there.
+ * The v1 files are `tasks`: a single-threaded process moving itself
+ * through `tasks` takes no global lock, where cgroup.procs takes the
+ * threadgroup rwsem for writing and so waits for an RCU grace period
+ * (5-15 ms on an idle host).  Returns 0 or -errno. */
+static int write_cgroup_procs(struct spawn_ctx *c)
 {
     const struct ct_spec *s = c->spec;
-    size_t len = ct_strlen(who);
     for (int i = 0; i < 12 && s->cgroup_procs[i] >= 0; i++) {
-        long r = q_write(s->cgroup_procs[i], who, len);
-        if (r < 0)
-            return (int)r;
-    }
-    for (const char *const *p = s->cgroup_procs_paths; p && *p; p++) {
-        int fd = q_open(*p, O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-            return fd;
-        long r = q_write(fd, who, len);
-        q_close(fd);
+        long r = q_write(s->cgroup_procs[i], "0", 1);
         if (r < 0)
             return (int)r;
     }
@@ -155,7 +148,7 @@ static int write_cgroup_procs(struct spawn_ctx *c, const char *who)
         int fd = q_openat(s->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         if (fd < 0)
             return fd;
-        long r = q_write(fd, who, len);
+        long r = q_write(fd, "0", 1);
         q_close(fd);
         return r < 0 ? (int)r : 0;
     }
@@ -164,8 +157,22 @@ static int write_cgroup_procs(struct spawn_ctx *c, const char *who)
 
 static int join_cgroups(struct spawn_ctx *c)
 {
-    int r = write_cgroup_procs(c, "0");
+    int r = write_cgroup_procs(c);
     return r < 0 ? ct_fail(c->err, "join cgroup", NULL, -r) : 0;
+}
+
+/* Join the cgroups the caller made during the start (ct_spec.cgroup_mkdirs):
+ * "0" into each of cgroup_join_paths, opened below cgroup_join_dirfd (the
+ * caller's root, which pivot_root does not move). */
+static void join_made_cgroups(struct spawn_ctx *c)
+{
+    const struct ct_spec *s = c->spec;
+    for (const char *const *p = s->cgroup_join_paths; p && *p; p++) {
+        int fd = openat(s->cgroup_join_dirfd, *p, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1)
+            die(c->err, "join cgroup", *p, errno);
+        close(fd);
+    }
 }
 
 
@@ -250,8 +257,8 @@ static int container_child(void *arg)
     if ((c->go_r >= 0 || s->userns_fd >= 0) &&
         (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0))
         die(err, "become root in the user namespace", NULL, errno);
-    /* Unless the parent places us (see place_in_cgroups), join them now. */
-    if (c->cg_r < 0 && join_cgroups(c) < 0)
+    /* Cgroups that exist already: join them now. */
+    if (join_cgroups(c) < 0)
         _exit(125);
     for (int i = 0; i < 8 && s->ns_fds[i] >= 0; i++)
         if (setns(s->ns_fds[i], 0) < 0)
@@ -304,14 +311,16 @@ static int container_child(void *arg)
     if (chdir("/") < 0)
         die(err, "chdir /", NULL, errno);
 
-    /* While the parent places us: the mounts that do not need it. */
+    /* While the parent makes our cgroups: the mounts that do not need them. */
     if (ct_attach_mounts(s, fds, CT_ATTACH_FIRST, err) < 0)
         _exit(125);
-    /* Nothing of the container's runs before it is in its cgroups. */
+    /* Nothing of the container's runs before it is in its cgroups: those
+     * the caller has been making meanwhile, once it says they are ready. */
     if (c->cg_r >= 0) {
         if (read(c->cg_r, &b, 1) != 1)
             _exit(125);  /* the parent recorded why */
         close(c->cg_r);
+        join_made_cgroups(c);
     }
     /* Made after joining, so that the cgroup it sees as its root is its own. */
     if ((s->clone_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
@@ -623,45 +632,31 @@ static int make_cgroups(struct spawn_ctx *c)
     return 0;
 }
 
-/* Put the child into its cgroups from outside, as its parent, and let it
- * go on; closes cg_w (the child dies of EOF if this fails: the caller
- * kills it too).  Moving a process between v1 cgroups waits for an RCU
- * grace period (milliseconds); done here, that wait overlaps the child's
- * mounts instead of preceding them.  The child waits for the byte before
- * anything runs in it. */
-static int release_into_cgroups(struct spawn_ctx *c, int pid)
+/* Tell the child its cgroups are ready, for it to join them itself (see
+ * join_made_cgroups); closes cg_w (the child dies of EOF if this fails:
+ * the caller kills it too).  The child waits for the byte before anything
+ * runs in it. */
+static int release_child(struct spawn_ctx *c)
 {
-    char num[16];
-    int ok = 1;
-
-    format_uint(num, (unsigned)pid);
-    int r = write_cgroup_procs(c, num);
-    if (r < 0) {
-        /* A child that failed on its own has said why already. */
-        if (!c->err->step[0])
-            ct_fail(c->err, "join cgroup", NULL, -r);
-        ok = 0;
-    }
-    long w = ok ? q_write(c->cg_w, "c", 1) : 0;
-    if (ok && w != 1) {
-        /* EPIPE: the child died, after recording its own failure. */
-        if (!c->err->step[0])
-            ct_fail(c->err, "release child", NULL, w < 0 ? (int)-w : EPIPE);
-        ok = 0;
-    }
+    long w = q_write(c->cg_w, "c", 1);
     q_close(c->cg_w);
-    return ok ? 0 : -1;
+    if (w == 1)
+        return 0;
+    /* EPIPE: the child died, after recording its own failure. */
+    if (!c->err->step[0])
+        ct_fail(c->err, "release child", NULL, w < 0 ? (int)-w : EPIPE);
+    return -1;
 }
 
-/* Make the cgroups to make (ct_spec.cgroup_mkdirs), then place the child. */
-static int place_in_cgroups(struct spawn_ctx *c, int pid)
+/* Make the cgroups to make (ct_spec.cgroup_mkdirs), then release the child. */
+static int make_cgroups_and_release(struct spawn_ctx *c)
 {
     q_close(c->cg_r);
     if (make_cgroups(c) < 0) {
         q_close(c->cg_w);
         return -1;
     }
-    return release_into_cgroups(c, pid);
+    return release_child(c);
 }
 
 static int clone_flags_for(struct ct_spec *spec)
@@ -777,8 +772,8 @@ static int monitor_child(void *arg)
         _exit(125);
     }
     if (c->pid_w >= 0) {
-        /* The caller has been making the cgroups meanwhile: it places the
-         * child and lets it go on (cg_w is its own copy).  We wait for
+        /* The caller has been making the cgroups meanwhile: it lets the
+         * child join them and go on (cg_w is its own copy).  We wait for
          * that off the CPU, where the kernel put the child: it starts now,
          * and we are woken on whichever CPU is free. */
         char ok = 0;
@@ -798,9 +793,6 @@ static int monitor_child(void *arg)
             q_kill(pid);
             _exit(125);  /* the caller recorded why */
         }
-    } else if (c->cg_w >= 0 && place_in_cgroups(c, pid) < 0) {
-        kill(pid, SIGKILL);
-        _exit(125);
     }
     /* Hand over: the container's pidfd on 3, the caller's fds on 4, 5, ... */
     moved[0] = fcntl(pidfd, F_DUPFD_CLOEXEC, 64);
@@ -890,7 +882,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     out->start_time = out->monitor_start_time = 0;
     if (spec->userns_fd >= 0 && (!mon || userns))
         return ct_fail(err, "join user namespace", !mon ? "needs a monitor" : "and a new one too", EINVAL);
-    if ((userns || spec->userns_fd >= 0) && (spec->cgroup_mkdirs || spec->cgroup_procs_paths))
+    if ((userns || spec->userns_fd >= 0) && (spec->cgroup_mkdirs || spec->cgroup_join_paths))
         return ct_fail(err, "join cgroup", "cgroups to make are not for a user namespace", EINVAL);
     if (pipe2(done, O_CLOEXEC) < 0)
         return ct_fail(err, "create sync pipe", NULL, errno);
@@ -899,17 +891,15 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         close(done[1]);
         return ct_fail(err, "create sync pipe", NULL, errno);
     }
-    /* In a user namespace the child joins its cgroups itself (as the
-     * delegated owner); otherwise its parent places it. */
-    if (!userns && (spec->cgroup_procs[0] >= 0 || spec->cgroup_dir_fd >= 0 || spec->cgroup_procs_paths ||
-                    spec->cgroup_mkdirs) &&
-        pipe2(cg, O_CLOEXEC) < 0) {
+    /* The child joins its cgroups itself.  Those made during the start
+     * (not in a user namespace) it joins once the caller says they exist. */
+    if (!userns && spec->cgroup_mkdirs && pipe2(cg, O_CLOEXEC) < 0) {
         close(done[0]);
         close(done[1]);
         return ct_fail(err, "create sync pipe", NULL, errno);
     }
     /* Cgroups to make, and a monitor-to-be to clone the container: this
-     * thread makes them meanwhile, and places the child itself. */
+     * thread makes them meanwhile, and releases the child itself. */
     if (mon && spec->cgroup_mkdirs && cg[1] >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) < 0) {
         close(done[0]);
         close(done[1]);
@@ -967,7 +957,7 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         if (go[0] >= 0) { close(go[0]); close(go[1]); }
         if (pp[0] >= 0) {
             /* ... but for cg[1]: we make the cgroups while the container is
-             * cloned, then place it and let it go on (or kill it). */
+             * cloned, then let it join them and go on (or kill it). */
             q_close(pp[1]);
             q_close(cg[0]);
             int made = make_cgroups(&c);
@@ -981,18 +971,15 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
             } else if (made < 0) {
                 q_close(cg[1]);
                 q_kill(child);
-            } else if (release_into_cgroups(&c, child) < 0) {
+            } else if (release_child(&c) < 0) {
                 q_kill(child);
             } else if (q_write(pp[0], "g", 1) != 1) {
                 /* the monitor-to-be died: it said why */
             }
             q_close(pp[0]);  /* without "g": the monitor-to-be ends */
-        } else if (cg[0] >= 0) {
-            close(cg[0]);
-            close(cg[1]);
         }
     } else if ((userns && map_and_release(&c, pid) < 0) ||
-               (cg[1] >= 0 && place_in_cgroups(&c, pid) < 0)) {
+               (cg[1] >= 0 && make_cgroups_and_release(&c) < 0)) {
         kill(pid, SIGKILL);
         wait_done(done[0]);
         close(done[0]);

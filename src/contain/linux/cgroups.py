@@ -546,6 +546,21 @@ class Cgroup:
         v2 = self.v2_path
         return [d + "/cgroup.procs" for d in self.dirs() if include_v2 or d != v2]
 
+    def join_files(self, *, include_v2: bool = True) -> list[str]:
+        """The files a single-threaded process writes "0" into to join, one per
+        hierarchy: ``tasks`` in v1 ones, cgroup.procs in the v2 one.
+
+        Moving a process through cgroup.procs takes the kernel's threadgroup
+        lock for writing, which waits for an RCU grace period: 5-15 ms when
+        nothing else moved one lately.  A thread moving itself through
+        ``tasks`` needs no such lock, and a process of one thread moves whole.
+        (v2 refuses ``cgroup.threads`` outside threaded subtrees; there the
+        child is born in its cgroup instead, CLONE_INTO_CGROUP.)
+        """
+        v2 = self.v2_path
+        return [d + ("/cgroup.procs" if d == v2 else "/tasks")
+                for d in self.dirs() if include_v2 or d != v2]
+
     def exists(self) -> bool:
         return any(self._sc.exists(d) for d in self.dirs())
 

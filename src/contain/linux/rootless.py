@@ -428,6 +428,9 @@ class NoCgroup:
     def procs_files(self, *, include_v2: bool = True) -> list[str]:
         return []
 
+    def join_files(self, *, include_v2: bool = True) -> list[str]:
+        return []
+
     def dirs(self) -> list[str]:
         return []
 

@@ -60,12 +60,13 @@ class CgroupPlan:
     clones the container (ct_spec.cgroup_mkdirs): `mkdirs` in order (a
     missing parent made, an empty one left by an earlier start of the same
     container replaced), then `writes` ((file, text) pairs, one write()
-    each: device rules), then the child joins each of the `procs` files
-    before its command runs."""
+    each: device rules), then the child joins them itself before its
+    command runs, writing "0" into each of the `joins` files (absolute
+    paths: v1 `tasks` files, Cgroup.join_files)."""
 
     mkdirs: Sequence[str]
     writes: Sequence[tuple[str, str]] = ()
-    procs: Sequence[str] = ()
+    joins: Sequence[str] = ()
 
 
 @attrs.frozen
@@ -457,7 +458,8 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
 
     `cgroup_dir` is a cgroup v2 directory the child is born in (clone3 with
     CLONE_INTO_CGROUP; joined after clone where the kernel lacks it), in
-    addition to the `cgroup_procs` files (v1 hierarchies).  `cgroup_plan`:
+    addition to the `cgroup_procs` files, which the child writes "0" into
+    (Cgroup.join_files: `tasks` of v1 hierarchies).  `cgroup_plan`:
     v1 cgroups that do not exist yet, made during the start (see
     CgroupPlan); not with a user namespace.
 
@@ -487,7 +489,8 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
         # The files are this container's; the texts (device rules) recur.
         cspec.cgroup_writes = keep.strv([x for pair in cgroup_plan.writes for x in pair],
                                         cache=[False, True] * len(cgroup_plan.writes))
-        cspec.cgroup_procs_paths = keep.strv(cgroup_plan.procs, cache=False)
+        # Opened by the child after its pivot_root: below our root.
+        cspec.cgroup_join_paths = keep.strv([p.lstrip("/") for p in cgroup_plan.joins], cache=False)
     if len(join_ns_fds) > 7:
         raise InvalidArgument("too many namespaces to join")
     for i, fd in enumerate(join_ns_fds):
@@ -502,7 +505,10 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
         for i, fd in enumerate(cg_fds):
             cspec.cgroup_procs[i] = fd
         cspec.cgroup_procs[len(cg_fds)] = -1
-        cspec.cgroup_dir_fd = -1
+        cspec.cgroup_dir_fd = cspec.cgroup_join_dirfd = -1
+        if cgroup_plan is not None and cgroup_plan.joins:
+            cspec.cgroup_join_dirfd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            cg_fds.append(cspec.cgroup_join_dirfd)
         if cgroup_dir is not None:
             cspec.cgroup_dir_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             cg_fds.append(cspec.cgroup_dir_fd)
