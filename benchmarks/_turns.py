@@ -1,6 +1,6 @@
 """Runners taking turns run by run (shared by the benchmarks): this VM's
 speed drifts by tens of percent over minutes, and taking turns gives every
-tool the same conditions."""
+tool the same conditions, each round in a rotated order."""
 
 from __future__ import annotations
 
@@ -14,8 +14,15 @@ def take_turns(runners: dict, n: int, failures: Optional[dict] = None) -> dict[s
     every=k runs on every k-th turn.  With `failures`, a failed run is
     counted there by its error and left out; without, the error propagates."""
     times: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners.items())
     for i in range(n):
-        for name, (fn, every) in runners.items():
+        # Each round starts one runner later, so that every runner follows
+        # every other equally often: what a run leaves behind speeds up or
+        # slows down whoever comes next (a v1 cgroup move by cgroup.procs
+        # waits for an RCU grace period, unless one moved a process a few
+        # milliseconds before).
+        k = i % len(order)
+        for name, (fn, every) in order[k:] + order[:k]:
             if i % every:
                 continue
             t = time.perf_counter()
