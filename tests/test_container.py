@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import time
 
@@ -596,6 +597,46 @@ def _cgroup2_mount() -> str:
             if fields[2] == "cgroup2" and os.access(fields[1], os.W_OK):
                 return fields[1]
     return ""
+
+
+def test_exec_is_born_in_the_v2_cgroup(croot, busybox):
+    # join: the exec'd process starts life in the container's v2 directory
+    # (CLONE_INTO_CGROUP, no move) and enters its cgroup namespace after,
+    # where that directory is the root.
+    mount = _cgroup2_mount()
+    if not mount:
+        pytest.skip("no writable cgroup2 hierarchy on this host")
+    from contain.linux import defaults, runtime
+    from contain.linux.spec import Linux, Namespace, Process, Root, Spec
+
+    d = os.path.join(mount, f"contain-test-{os.getpid()}-exec")
+    os.mkdir(d)
+    kinds = ("mount", "pid", "uts", "ipc", "network", "cgroup")
+    caps = defaults.capabilities_for(0, defaults.DEFAULT_CAPABILITIES)
+    spec = Spec(process=Process(args=["sleep", "30"], env=["PATH=/bin"], cwd="/", capabilities=caps),
+                root=Root(contain._root.get_root(croot).image_layers(busybox.id)[0], readonly=True),
+                hostname="t", mounts=defaults.default_mounts(),
+                linux=Linux(namespaces=[Namespace(x) for x in kinds]))
+    box = runtime.spawn(spec, cgroup_dir=d)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        ex = runtime.join(box.pidfd, Process(args=["cat", "/proc/self/cgroup"], env=["PATH=/bin"],
+                                             cwd="/", capabilities=caps),
+                          namespaces=list(kinds), stdio=(None, out_w, None), cgroup_dir=d)
+        os.close(out_w)
+        out_w = -1
+        data = os.read(out_r, 4096).decode()
+        assert os.waitid(os.P_PIDFD, ex.pidfd, os.WEXITED).si_status == 0
+        os.close(ex.pidfd)
+        assert "0::/\n" in data, data
+    finally:
+        os.close(out_r)
+        if out_w >= 0:
+            os.close(out_w)
+        os.kill(box.pid, signal.SIGKILL)
+        os.waitid(os.P_PIDFD, box.pidfd, os.WEXITED)
+        os.close(box.pidfd)
+        _rmdir_settled(d)
 
 
 @pytest.mark.parametrize("monitored", [False, True])

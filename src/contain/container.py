@@ -1671,10 +1671,12 @@ class Container:
                     stdio[i] = child_end
                     files[i] = os.fdopen(mine, "wb" if i == 0 else "rb", buffering=0)
             try:
-                cg = self._root.cgroups.open(self.id).join_files()
+                cgroup = self._root.cgroups.open(self.id)
+                cg, cg_dir = cgroup.join_files(include_v2=False), cgroup.v2_path
             except NotFound:
-                cg = []
+                cg, cg_dir = [], None
             child = join(pidfd, process, namespaces=namespaces, stdio=stdio, cgroup_procs=cg,
+                         cgroup_dir=cg_dir,
                          seccomp=seccomp.program_for_setting(
                              state["_contain"].get("seccomp", "default"), caps),
                          console_socket=theirs[-1] if console is not None else -1)

@@ -105,7 +105,7 @@ int ct_mount_overlay_in(int userns_fd, int mntns_fd, const char *lowerdir, const
 int ct_netns_in(int userns_fd, struct ct_error *err);
 int ct_clone_mount(int userns_fd, int mntns_fd, int mount_fd, struct ct_error *err);
 int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out, struct ct_error *err);
-int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
+int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs, int cgroup_dir_fd,
             struct ct_process *proc, struct ct_child *out, struct ct_error *err);
 
 #define CLONE_NEWNS ...

@@ -165,8 +165,11 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
 
 /* Run a process inside a running container: join the namespaces of the
  * process behind target_pidfd (ns_flags: CLONE_NEW* to join) and its
- * cgroup, then exec.  Same return convention as ct_spawn. */
-int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
+ * cgroups, then exec.  cgroup_procs: open files to write "0" into (v1
+ * `tasks`), -1 terminated; cgroup_dir_fd: its v2 directory (the process
+ * is born there, CLONE_INTO_CGROUP, or joins it after) or -1.  Same
+ * return convention as ct_spawn. */
+int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs, int cgroup_dir_fd,
             struct ct_process *proc, struct ct_child *out, struct ct_error *err);
 
 

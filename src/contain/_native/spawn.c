@@ -101,6 +101,7 @@ struct spawn_ctx {
     int target_pidfd;
     int ns_flags;
     const int *cgroup_procs;
+    int cgroup_dir_fd;  /* v2: CLONE_INTO_CGROUP for the grandchild, -1 */
     struct ct_process *proc;
     int grandchild_pid;
     int grandchild_pidfd;
@@ -1025,10 +1026,52 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
 static int exec_grandchild(void *arg)
 {
     struct spawn_ctx *c = arg;
+    /* One thread: "0" into each file moves all of us (see write_cgroup_procs). */
     for (int i = 0; c->cgroup_procs && i < 12 && c->cgroup_procs[i] >= 0; i++)
         if (write(c->cgroup_procs[i], "0", 1) < 0)
             die(c->err, "join cgroup", NULL, errno);
+    if (c->cg_w >= 0 && write(c->cg_w, "0", 1) < 0)
+        die(c->err, "join cgroup", "cgroup.procs", errno);
+    /* Last: joined before, the cgroups would be judged from inside it
+     * (nsdelegate hides the one we came from: ENOENT). */
+    if ((c->ns_flags & CLONE_NEWCGROUP) && setns(c->target_pidfd, CLONE_NEWCGROUP) < 0)
+        die(c->err, "join container namespaces", "cgroup", errno);
     _exit(finish_and_exec(c->proc, c));
+}
+
+/* Clone the process that execs: on cgroup v2 straight into the
+ * container's cgroup (CLONE_INTO_CGROUP: no move, so no RCU grace period
+ * as a cgroup.procs write waits for), else to join it after (cg_w: its
+ * cgroup.procs, opened while we are still in the caller's cgroup
+ * namespace). */
+static int clone_grandchild(struct spawn_ctx *c, char *stack_top, int *pidfd)
+{
+    int flags = CLONE_VM | CLONE_PARENT | CLONE_PIDFD;
+    c->cg_w = -1;
+#ifdef HAVE_CLONE3_RUN
+    if (c->cgroup_dir_fd >= 0) {
+        struct ct_clone_args a;
+        __builtin_memset(&a, 0, sizeof a);
+        a.flags = (unsigned long long)flags | CLONE_INTO_CGROUP;
+        a.pidfd = (unsigned long long)(unsigned long)pidfd;
+        a.stack = (unsigned long long)(unsigned long)c->stack_c;
+        a.stack_size = (unsigned long long)(stack_top - c->stack_c);
+        a.cgroup = (unsigned int)c->cgroup_dir_fd;
+        long pid = clone3_run(&a, exec_grandchild, c);
+        if (pid > 0)
+            return (int)pid;
+        if (pid != -ENOSYS && pid != -E2BIG && pid != -EINVAL) {
+            errno = (int)-pid;
+            return -1;
+        }
+    }
+#endif
+    if (c->cgroup_dir_fd >= 0) {
+        c->cg_w = openat(c->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (c->cg_w < 0)
+            die(c->err, "join cgroup", "cgroup.procs", errno);
+    }
+    return clone(exec_grandchild, stack_top, flags, c, pidfd);
 }
 
 static int join_child(void *arg)
@@ -1036,13 +1079,14 @@ static int join_child(void *arg)
     struct spawn_ctx *c = arg;
     /* No close(done_r) here: the fd table is the caller's (CLONE_FILES). */
     ct_reset_signals();
-    if (setns(c->target_pidfd, c->ns_flags) < 0)
+    /* The cgroup namespace last, by the grandchild (see exec_grandchild). */
+    if (setns(c->target_pidfd, c->ns_flags & ~CLONE_NEWCGROUP) < 0)
         die(c->err, "join container namespaces", NULL, errno);
     /* Our own stack is free again once we exit; the grandchild's sits above it. */
     char *stack_top = (char *)__builtin_frame_address(0) - 64 * 1024;
     stack_top = (char *)((unsigned long)stack_top & ~15UL);
     int pidfd = -1;
-    int pid = clone(exec_grandchild, stack_top, CLONE_VM | CLONE_PARENT | CLONE_PIDFD, c, &pidfd);
+    int pid = clone_grandchild(c, stack_top, &pidfd);
     if (pid < 0)
         die(c->err, "clone into container", NULL, errno);
     c->grandchild_pid = pid;
@@ -1050,7 +1094,7 @@ static int join_child(void *arg)
     _exit(0);
 }
 
-int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
+int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs, int cgroup_dir_fd,
             struct ct_process *proc, struct ct_child *out, struct ct_error *err)
 {
     struct spawn_ctx c = {0};
@@ -1075,6 +1119,9 @@ int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
     c.target_pidfd = target_pidfd;
     c.ns_flags = ns_flags;
     c.cgroup_procs = cgroup_procs;
+    c.cgroup_dir_fd = cgroup_dir_fd;
+    c.cg_w = -1;
+    c.stack_c = stack;  /* the bottom of the grandchild's stack (clone3) */
     c.proc = proc;
     c.grandchild_pid = -1;
     c.grandchild_pidfd = -1;
@@ -1098,6 +1145,8 @@ int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs,
         return ct_fail(err, "clone", NULL, clone_errno);
     }
     reap(pid);
+    if (c.cg_w >= 0)
+        close(c.cg_w);  /* opened in our fd table (CLONE_FILES) */
     /* The grandchild holds the only other copy of the write end: EOF once
      * it has exec'd or died.  Only then are its stack and the shared mm
      * no longer in use by anything inside the container. */

@@ -578,8 +578,13 @@ def spawn(spec: Spec, *, stdio: Sequence[Optional[int]] = (None, None, None),
 
 def join(pidfd: int, process: Process, *, namespaces: Sequence[str],
          stdio: Sequence[Optional[int]] = (None, None, None), cgroup_procs: Sequence[str] = (),
+         cgroup_dir: Optional[str] = None,
          seccomp: Optional[bytes] = None, console_socket: int = -1) -> Child:
-    """Run `process` inside the namespaces and cgroups of a running one."""
+    """Run `process` inside the namespaces and cgroups of a running one.
+
+    `cgroup_procs`: files the process writes "0" into to join (v1 `tasks`,
+    Cgroup.join_files); `cgroup_dir`: the container's v2 directory, which
+    the process is born in (clone3 CLONE_INTO_CGROUP) or joins."""
     keep = _Keep()
     flags = 0
     for kind in namespaces:
@@ -592,9 +597,13 @@ def join(pidfd: int, process: Process, *, namespaces: Sequence[str],
         for path in cgroup_procs:
             cg_fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
         fds = ffi.new("int[]", cg_fds + [-1])
+        dir_fd = -1
+        if cgroup_dir is not None:
+            dir_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            cg_fds.append(dir_fd)
         child = ffi.new("struct ct_child *")
         err = ffi.new("struct ct_error *")
-        rc = lib.ct_join(pidfd, flags, fds, cproc, child, err)
+        rc = lib.ct_join(pidfd, flags, fds, dir_fd, cproc, child, err)
     finally:
         for fd in cg_fds:
             os.close(fd)
