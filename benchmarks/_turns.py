@@ -16,11 +16,11 @@ def take_turns(runners: dict, n: int, failures: Optional[dict] = None) -> dict[s
     times: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners.items())
     for i in range(n):
-        # Each round starts one runner later, so that every runner follows
-        # every other equally often: what a run leaves behind speeds up or
-        # slows down whoever comes next (a v1 cgroup move by cgroup.procs
-        # waits for an RCU grace period, unless one moved a process a few
-        # milliseconds before).
+        # Each round starts one runner later, so that every runner takes
+        # every place in the order equally often: what a run leaves behind
+        # speeds up or slows down whoever comes next (a cgroup move by
+        # cgroup.procs waits for an RCU grace period, unless a process was
+        # moved a few milliseconds before).
         k = i % len(order)
         for name, (fn, every) in order[k:] + order[:k]:
             if i % every:

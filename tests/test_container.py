@@ -373,8 +373,9 @@ def test_another_process_sees_and_stops_container(run, croot):
 
 
 def test_container_is_in_its_cgroups_from_its_first_instruction(run, croot):
-    # The parent places the child in its cgroups while the child mounts;
-    # the command must never run outside them.  Its cgroup namespace is
+    # The child joins its cgroups itself (the ones made during the start
+    # once they exist, while it mounts); the command must never run
+    # outside them.  Its cgroup namespace is
     # rooted at its own cgroup, so it sees "/" in every hierarchy.
     c = run(["sh", "-c", "cat /proc/self/cgroup; sleep 30"])
     deadline = time.monotonic() + 10
@@ -455,8 +456,8 @@ def _v1_plan_dirs(tag: str):
 def test_spawn_makes_v1_cgroups_while_the_child_builds_its_root(croot, busybox, tmp_path, monitored):
     # cgroup_plan: the directories are made natively during the start (by
     # the caller's thread while the monitor-to-be clones the container, or
-    # by the caller as it places an unmonitored child), the device rules
-    # written, and the child placed before its command runs.  A missing
+    # by the caller before it releases an unmonitored child), the device
+    # rules written, and the child joins them before its command runs.  A missing
     # parent is made on the way; an empty leftover of the same name is
     # replaced.
     import select
@@ -508,8 +509,12 @@ def test_spawn_cgroup_plan_failure_names_the_step(croot, busybox, tmp_path, moni
     dirs = _v1_plan_dirs(f"fail{int(monitored)}{case[-4:]}")
     (dev_parent, dev), (pids_parent, pids) = dirs["devices"], dirs["pids"]
     cpuset = f"/sys/fs/cgroup/cpuset/{os.path.basename(dev_parent)}/c"
-    if case == "refused join" and not os.path.exists("/sys/fs/cgroup/cpuset/cpuset.cpus"):
-        pytest.skip("no v1 cpuset hierarchy on this host")
+    if case == "refused join":
+        if not os.path.exists("/sys/fs/cgroup/cpuset/cpuset.cpus"):
+            pytest.skip("no v1 cpuset hierarchy on this host")
+        with open("/sys/fs/cgroup/cpuset/cgroup.clone_children") as f:
+            if f.read().strip() == "1":
+                pytest.skip("new cpuset cgroups inherit their parent's CPUs here (clone_children)")
     marker = tmp_path / "ran"
     for d in (dev_parent, pids_parent):
         os.mkdir(d)
@@ -599,10 +604,10 @@ def _cgroup2_mount() -> str:
     return ""
 
 
-def test_exec_is_born_in_the_v2_cgroup(croot, busybox):
+def test_exec_joins_the_v2_cgroup_then_its_namespace(croot, busybox):
     # join: the exec'd process starts life in the container's v2 directory
-    # (CLONE_INTO_CGROUP, no move) and enters its cgroup namespace after,
-    # where that directory is the root.
+    # (CLONE_INTO_CGROUP, no move; a move where the kernel lacks it) and
+    # enters its cgroup namespace after, where that directory is the root.
     mount = _cgroup2_mount()
     if not mount:
         pytest.skip("no writable cgroup2 hierarchy on this host")

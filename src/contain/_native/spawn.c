@@ -102,6 +102,8 @@ struct spawn_ctx {
     int ns_flags;
     const int *cgroup_procs;
     int cgroup_dir_fd;  /* v2: CLONE_INTO_CGROUP for the grandchild, -1 */
+    int v2_procs_fd;    /* or, where the kernel lacks it, its cgroup.procs, -1 */
+    char *stack_lo;     /* the bottom of the grandchild's stack (clone3) */
     struct ct_process *proc;
     int grandchild_pid;
     int grandchild_pidfd;
@@ -174,6 +176,9 @@ static void join_made_cgroups(struct spawn_ctx *c)
             die(c->err, "join cgroup", *p, errno);
         close(fd);
     }
+    /* Our copy of the host's root goes now, not only at exec. */
+    if (s->cgroup_join_dirfd >= 0)
+        close(s->cgroup_join_dirfd);
 }
 
 
@@ -1030,7 +1035,7 @@ static int exec_grandchild(void *arg)
     for (int i = 0; c->cgroup_procs && i < 12 && c->cgroup_procs[i] >= 0; i++)
         if (write(c->cgroup_procs[i], "0", 1) < 0)
             die(c->err, "join cgroup", NULL, errno);
-    if (c->cg_w >= 0 && write(c->cg_w, "0", 1) < 0)
+    if (c->v2_procs_fd >= 0 && write(c->v2_procs_fd, "0", 1) < 0)
         die(c->err, "join cgroup", "cgroup.procs", errno);
     /* Last: joined before, the cgroups would be judged from inside it
      * (nsdelegate hides the one we came from: ENOENT). */
@@ -1041,34 +1046,32 @@ static int exec_grandchild(void *arg)
 
 /* Clone the process that execs: on cgroup v2 straight into the
  * container's cgroup (CLONE_INTO_CGROUP: no move, so no RCU grace period
- * as a cgroup.procs write waits for), else to join it after (cg_w: its
- * cgroup.procs, opened while we are still in the caller's cgroup
+ * as a cgroup.procs write waits for), else to join it after (v2_procs_fd:
+ * its cgroup.procs, opened while we are still in the caller's cgroup
  * namespace). */
 static int clone_grandchild(struct spawn_ctx *c, char *stack_top, int *pidfd)
 {
     int flags = CLONE_VM | CLONE_PARENT | CLONE_PIDFD;
-    c->cg_w = -1;
 #ifdef HAVE_CLONE3_RUN
     if (c->cgroup_dir_fd >= 0) {
         struct ct_clone_args a;
         __builtin_memset(&a, 0, sizeof a);
         a.flags = (unsigned long long)flags | CLONE_INTO_CGROUP;
         a.pidfd = (unsigned long long)(unsigned long)pidfd;
-        a.stack = (unsigned long long)(unsigned long)c->stack_c;
-        a.stack_size = (unsigned long long)(stack_top - c->stack_c);
+        a.stack = (unsigned long long)(unsigned long)c->stack_lo;
+        a.stack_size = (unsigned long long)(stack_top - c->stack_lo);
         a.cgroup = (unsigned int)c->cgroup_dir_fd;
         long pid = clone3_run(&a, exec_grandchild, c);
         if (pid > 0)
             return (int)pid;
-        if (pid != -ENOSYS && pid != -E2BIG && pid != -EINVAL) {
-            errno = (int)-pid;
-            return -1;
-        }
+        /* Refused by the cgroup (EBUSY, EACCES, EOPNOTSUPP, ...): say so. */
+        if (pid != -ENOSYS && pid != -E2BIG && pid != -EINVAL)
+            die(c->err, "join cgroup", "CLONE_INTO_CGROUP", (int)-pid);
     }
 #endif
     if (c->cgroup_dir_fd >= 0) {
-        c->cg_w = openat(c->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-        if (c->cg_w < 0)
+        c->v2_procs_fd = openat(c->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (c->v2_procs_fd < 0)
             die(c->err, "join cgroup", "cgroup.procs", errno);
     }
     return clone(exec_grandchild, stack_top, flags, c, pidfd);
@@ -1080,7 +1083,8 @@ static int join_child(void *arg)
     /* No close(done_r) here: the fd table is the caller's (CLONE_FILES). */
     ct_reset_signals();
     /* The cgroup namespace last, by the grandchild (see exec_grandchild). */
-    if (setns(c->target_pidfd, c->ns_flags & ~CLONE_NEWCGROUP) < 0)
+    int flags = c->ns_flags & ~CLONE_NEWCGROUP;
+    if (flags && setns(c->target_pidfd, flags) < 0)
         die(c->err, "join container namespaces", NULL, errno);
     /* Our own stack is free again once we exit; the grandchild's sits above it. */
     char *stack_top = (char *)__builtin_frame_address(0) - 64 * 1024;
@@ -1120,8 +1124,8 @@ int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs, int cgroup_
     c.ns_flags = ns_flags;
     c.cgroup_procs = cgroup_procs;
     c.cgroup_dir_fd = cgroup_dir_fd;
-    c.cg_w = -1;
-    c.stack_c = stack;  /* the bottom of the grandchild's stack (clone3) */
+    c.v2_procs_fd = -1;
+    c.stack_lo = stack;
     c.proc = proc;
     c.grandchild_pid = -1;
     c.grandchild_pidfd = -1;
@@ -1145,8 +1149,8 @@ int ct_join(int target_pidfd, int ns_flags, const int *cgroup_procs, int cgroup_
         return ct_fail(err, "clone", NULL, clone_errno);
     }
     reap(pid);
-    if (c.cg_w >= 0)
-        close(c.cg_w);  /* opened in our fd table (CLONE_FILES) */
+    if (c.v2_procs_fd >= 0)
+        q_close(c.v2_procs_fd);  /* opened in our fd table (CLONE_FILES) */
     /* The grandchild holds the only other copy of the write end: EOF once
      * it has exec'd or died.  Only then are its stack and the shared mm
      * no longer in use by anything inside the container. */

@@ -7,9 +7,10 @@ What runs where
   makes the cgroup directories and writes the resource limits.  It is on the start
   path, so every write is a bare ``os.open``/``os.write``.
 * Native core, in the cloned child, between clone and exec: the child joins the cgroup
-  by writing ``"0"`` into each file of ``Cgroup.procs_files()`` (opened O_WRONLY by the
-  parent beforehand), or, on v2 kernels with clone3, is placed there at clone time with
-  CLONE_INTO_CGROUP and a descriptor of ``Cgroup.v2_path``.
+  by writing ``"0"`` into each file of ``Cgroup.join_files()`` (v1 ``tasks``, opened
+  O_WRONLY by the parent beforehand; or, for v1 cgroups made during the start, opened by
+  the child once they exist), or, on v2 kernels with clone3, is placed there at clone
+  time with CLONE_INTO_CGROUP and a descriptor of ``Cgroup.v2_path``.
 * Python again, from any later process: ``CgroupManager.open(name)`` finds the cgroup by
   pure path computation; ``stats``, ``pids``, ``freeze``/``thaw``, ``kill``, ``remove``.
 
