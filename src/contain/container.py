@@ -1672,9 +1672,16 @@ class Container:
                     files[i] = os.fdopen(mine, "wb" if i == 0 else "rb", buffering=0)
             try:
                 cgroup = self._root.cgroups.open(self.id)
-                cg, cg_dir = cgroup.join_files(include_v2=False), cgroup.v2_path
             except NotFound:
                 cg, cg_dir = [], None
+            else:
+                if "user" in namespaces:
+                    # Joined through a file opened here, judged by our own
+                    # credentials: no delegated v2 host was at hand to try
+                    # a clone into the cgroup from the user namespace.
+                    cg, cg_dir = cgroup.join_files(), None
+                else:  # born in the v2 cgroup (CLONE_INTO_CGROUP)
+                    cg, cg_dir = cgroup.join_files(include_v2=False), cgroup.v2_path
             child = join(pidfd, process, namespaces=namespaces, stdio=stdio, cgroup_procs=cg,
                          cgroup_dir=cg_dir,
                          seccomp=seccomp.program_for_setting(
