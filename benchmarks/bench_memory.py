@@ -46,6 +46,9 @@ def main() -> int:
         finally:
             for c in cs:
                 c.remove(force=True)
+            # The default bridge and its nft rules, made by the first start.
+            for net in contain.Network.list(root=root):
+                net.remove(force=True)
         podman = shutil.which("podman")
         if podman:
             base = [podman, "--root", os.path.join(work, "proot"), "--runroot", os.path.join(work, "pr"),
