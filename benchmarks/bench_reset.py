@@ -136,8 +136,8 @@ def main(argv=None) -> int:
         print("needs root", file=sys.stderr)
         return 2
     work = tempfile.mkdtemp(prefix="bench-reset-")
+    root = os.path.join(work, "root")
     try:
-        root = os.path.join(work, "root")
         rootfs = make_rootfs(os.path.join(work, "rootfs"))
         img = Image.from_directory(rootfs, tag="bench-reset:latest", config={"Cmd": ["sh"]}, root=root)
         rows = []
@@ -162,6 +162,10 @@ def main(argv=None) -> int:
         goal = "met" if base <= 20 else "NOT met"
         print(f"goal (<= 20 ms median): {goal}")
     finally:
+        if os.path.isdir(root):
+            # With --network bridge: the default bridge and its nft rules.
+            for net in contain.Network.list(root=root):
+                net.remove(force=True)
         _checkpoint.wait_for_deletions(30)
         shutil.rmtree(work, ignore_errors=True)
     return 0
