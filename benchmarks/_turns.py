@@ -10,9 +10,11 @@ from typing import Optional
 
 
 def take_turns(runners: dict, n: int, failures: Optional[dict] = None) -> dict[str, list[float]]:
-    """The ms of each run of each runner {name: (fn, every)}; a runner with
-    every=k runs on every k-th turn.  With `failures`, a failed run is
-    counted there by its error and left out; without, the error propagates."""
+    """The ms of each run of each runner {name: (fn, every)} or {name: (fn,
+    every, before)}; a runner with every=k runs on every k-th turn, and
+    `before`, when given, is called ahead of each run and not timed.  With
+    `failures`, a failed run is counted there by its error and left out;
+    without, the error propagates."""
     times: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners.items())
     for i in range(n):
@@ -22,9 +24,11 @@ def take_turns(runners: dict, n: int, failures: Optional[dict] = None) -> dict[s
         # cgroup.procs waits for an RCU grace period, unless a process was
         # moved a few milliseconds before).
         k = i % len(order)
-        for name, (fn, every) in order[k:] + order[:k]:
+        for name, (fn, every, *before) in order[k:] + order[:k]:
             if i % every:
                 continue
+            for prepare in before:
+                prepare()
             t = time.perf_counter()
             try:
                 fn()

@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from contain import Image
+from _cleanup import remove_networks_and_cgroup_parent
 from contain._busybox import make_rootfs
 from contain.builder import Builder
 
@@ -113,6 +114,7 @@ def main() -> int:
     finally:
         subprocess.run(["podman", "rmi", "-f", "bench:podman", "bench-busybox:latest"],
                        capture_output=True)
+        remove_networks_and_cgroup_parent(os.path.join(work, "contain-root"))
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import contain
+from _cleanup import remove_networks_and_cgroup_parent
 from contain._busybox import make_rootfs
 
 
@@ -46,9 +47,6 @@ def main() -> int:
         finally:
             for c in cs:
                 c.remove(force=True)
-            # The default bridge and its nft rules, made by the first start.
-            for net in contain.Network.list(root=root):
-                net.remove(force=True)
         podman = shutil.which("podman")
         if podman:
             base = [podman, "--root", os.path.join(work, "proot"), "--runroot", os.path.join(work, "pr"),
@@ -72,6 +70,7 @@ def main() -> int:
                 subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True)
     finally:
         subprocess.run(["umount", "-R", os.path.join(work, "proot")], capture_output=True)
+        remove_networks_and_cgroup_parent(os.path.join(work, "state"))
         shutil.rmtree(work, ignore_errors=True)
     print("\nhost memory per running container (median over the running ones)")
     ref = rows[0][1]

@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import contain
+from _cleanup import remove_networks_and_cgroup_parent
 from contain._busybox import make_rootfs
 
 
@@ -137,10 +138,9 @@ def main() -> int:
             rows.append(("published / direct", 100 * published / direct, "%"))
         finally:
             c.remove(force=True)
-        for net in contain.Network.list(root=root):
-            net.remove(force=True)
     finally:
         subprocess.run(["umount", "-R", os.path.join(work, "proot")], capture_output=True)
+        remove_networks_and_cgroup_parent(root)
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nnetworking ({time.strftime('%Y-%m-%d')}, {os.uname().release}, {os.cpu_count()} CPUs)")
     for name, value, unit in rows:

@@ -31,6 +31,7 @@ import time
 import contain
 from contain import Container, Image
 from contain import _checkpoint
+from _cleanup import remove_networks_and_cgroup_parent
 from contain._busybox import make_rootfs
 
 
@@ -162,10 +163,7 @@ def main(argv=None) -> int:
         goal = "met" if base <= 20 else "NOT met"
         print(f"goal (<= 20 ms median): {goal}")
     finally:
-        if os.path.isdir(root):
-            # With --network bridge: the default bridge and its nft rules.
-            for net in contain.Network.list(root=root):
-                net.remove(force=True)
+        remove_networks_and_cgroup_parent(root)
         _checkpoint.wait_for_deletions(30)
         shutil.rmtree(work, ignore_errors=True)
     return 0
