@@ -194,8 +194,8 @@ class Preparer:
         return True
 
     def wake(self) -> None:
-        """Let the thread see what the last take left (Container.wait calls
-        this before it blocks)."""
+        """Let the thread see what the last take left (Container.remove
+        calls this)."""
         if self._wake_pending:
             with self._cond:
                 self._wake_pending = False
@@ -302,7 +302,7 @@ class Preparer:
         """Wait until the thread has nothing to do for now: no root being
         mounted, none of the taken ones still young, as many ready as it
         keeps (tests that count descriptors).  False on timeout."""
-        self.wake()  # what a start nobody waited for left for it
+        self.wake()  # what a start whose container was not removed left for it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._cond:

@@ -105,7 +105,7 @@ def _take_ready(p: _Pool, fill, thread_name: str):
     """A ready item of pool `p` or None; starts or wakes its filler thread."""
     size = limit()
     if _taken:
-        refill()  # the last start's were not woken (nobody waited for it)
+        refill()  # the last start's were not woken (nobody removed its container)
     with p.lock:
         got = p.ready.pop() if p.ready else None
         if got is None:
@@ -121,16 +121,15 @@ def _take_ready(p: _Pool, fill, thread_name: str):
                 p.thread = threading.Thread(target=fill, args=(p, p.generation),
                                             name=thread_name, daemon=True)
                 p.thread.start()
-            _taken.add(p)  # woken by refill, once the starter waits
+            _taken.add(p)  # woken by refill, once the container is removed
     return got
 
 
-# Pools a start took from.  Their fillers are woken once the starting
-# thread blocks in wait (Container._wake_fillers calls refill), or at the
-# next take, not at this one: meanwhile the start's child builds its root
-# and the monitor starts, and a filler making a namespace would take a CPU
-# from them, and the GIL from the start's Python at each of its system
-# calls (with two CPUs, a run-and-remove loop was 0.1-0.2 ms faster).
+# Pools a start took from.  Their fillers are woken once its container is
+# removed (Container._wake_fillers calls refill), or at the next take, not
+# at this one: meanwhile the start's child builds its root and the monitor
+# starts, and a filler making a namespace would take a CPU from them, and
+# the GIL from the start's Python at each of its system calls.
 _taken: set = set()
 
 
