@@ -372,6 +372,30 @@ def test_another_process_sees_and_stops_container(run, croot):
     assert c.status == "exited"
 
 
+def test_old_root_is_gone_before_the_command_runs(run):
+    # pivot_root leaves the host's root stacked on the container's until it
+    # is detached: the command's first look at its mount table finds one
+    # root, the overlay, and nothing of the host's root above or below it.
+    host_root = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == "/":
+                host_root = fields[2]  # major:minor of the host's root
+    c = run(["cat", "/proc/self/mountinfo"])
+    assert c.wait(timeout=30) == 0
+    lines = c.logs().decode().splitlines()
+    roots = [line for line in lines if line.split()[4] == "/"]
+    assert len(roots) == 1, lines
+    assert roots[0].split(" - ")[1].split()[0] == "overlay", roots
+    # The host's root device appears only as the source of single files
+    # bound in (hosts, resolv.conf, hostname), never as a directory tree.
+    for line in lines:
+        fields = line.split()
+        if fields[2] == host_root:
+            assert fields[4] in ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname"), line
+
+
 def test_container_is_in_its_cgroups_from_its_first_instruction(run, croot):
     # The child joins its cgroups itself (the ones made during the start
     # once they exist, while it mounts); the command must never run
