@@ -93,6 +93,11 @@ def grace_period_paid(work: str):
         for d in (spare, top + home):
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write("0")
+    try:
+        warm()
+    except OSError as exc:
+        print(f"crun with a grace period paid ahead: skipped ({exc})")
+        return None
     return warm
 
 
