@@ -173,10 +173,10 @@ class Preparer:
             if self._seen[key] >= 2 and key not in self._failed and limit():
                 self._want = key
                 self._start_locked()
-                # Woken when the starter waits (wake), not now: meanwhile
-                # the thread would take the GIL from the start at every
-                # system call it makes, back and forth.  One that never
-                # came (nobody waited): now.
+                # Woken when the container is removed (wake), not now:
+                # meanwhile the thread would take the GIL from the start at
+                # every system call it makes, back and forth.  One that
+                # never came (nobody removed it): now.
                 if self._wake_pending:
                     self._cond.notify_all()
                 self._wake_pending = True

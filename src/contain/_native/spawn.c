@@ -76,6 +76,29 @@ static long clone3_run(struct ct_clone_args *args, int (*fn)(void *), void *arg)
     return ret;
 }
 #define HAVE_CLONE3_RUN 1
+
+/* clone(2)-style `flags` (exit signal in the low byte) with clone3, the
+ * child born in the cgroup v2 directory `cgroup_fd`, running fn(arg) on
+ * the stack [stack_lo, stack_lo + size).  The child's pid, or -errno;
+ * clone3_unsupported tells a kernel without it from a refusal. */
+static long clone_into_cgroup(int flags, int cgroup_fd, char *stack_lo, size_t size, int *pidfd,
+                              int (*fn)(void *), void *arg)
+{
+    struct ct_clone_args a;
+    __builtin_memset(&a, 0, sizeof a);
+    a.flags = ((unsigned long long)(unsigned int)flags & ~0xffULL) | CLONE_INTO_CGROUP;
+    a.pidfd = (unsigned long long)(unsigned long)pidfd;
+    a.exit_signal = (unsigned int)flags & 0xff;
+    a.stack = (unsigned long long)(unsigned long)stack_lo;
+    a.stack_size = size;
+    a.cgroup = (unsigned int)cgroup_fd;
+    return clone3_run(&a, fn, arg);
+}
+
+static int clone3_unsupported(long r)
+{
+    return r == -ENOSYS || r == -E2BIG || r == -EINVAL;
+}
 #endif
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -343,6 +366,15 @@ static int container_child(void *arg)
     if (s->readonly_root && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
         die(err, "make root read-only", NULL, errno);
     _exit(finish_and_exec(&s->proc, c));
+}
+
+/* Close both ends of a pipe or socket pair, if it was made. */
+static void close_pair(int p[2])
+{
+    if (p[0] >= 0) {
+        close(p[0]);
+        close(p[1]);
+    }
 }
 
 static void block_signals(sigset_t *old)
@@ -681,20 +713,13 @@ static int clone_container(struct spawn_ctx *c, int *pidfd)
     c->placed_v2 = 0;
 #ifdef HAVE_CLONE3_RUN
     if (c->spec->cgroup_dir_fd >= 0) {
-        struct ct_clone_args a;
-        __builtin_memset(&a, 0, sizeof a);
-        a.flags = ((unsigned long long)(unsigned int)flags & ~0xffULL) | CLONE_INTO_CGROUP;
-        a.pidfd = (unsigned long long)(unsigned long)pidfd;
-        a.exit_signal = (unsigned int)flags & 0xff;
-        a.stack = (unsigned long long)(unsigned long)(c->stack_c - STACK_SIZE);
-        a.stack_size = STACK_SIZE;
-        a.cgroup = (unsigned int)c->spec->cgroup_dir_fd;
-        long pid = clone3_run(&a, container_child, c);
+        long pid = clone_into_cgroup(flags, c->spec->cgroup_dir_fd, c->stack_c - STACK_SIZE, STACK_SIZE,
+                                     pidfd, container_child, c);
         if (pid > 0) {
             c->placed_v2 = 1;
             return (int)pid;
         }
-        if (pid != -ENOSYS && pid != -E2BIG && pid != -EINVAL) {
+        if (!clone3_unsupported(pid)) {
             errno = (int)-pid;
             return -1;
         }
@@ -921,9 +946,9 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
         ct_fail(err, "allocate stack", NULL, errno);
         close(done[0]);
         close(done[1]);
-        if (go[0] >= 0) { close(go[0]); close(go[1]); }
-        if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
-        if (pp[0] >= 0) { close(pp[0]); close(pp[1]); }
+        close_pair(go);
+        close_pair(cg);
+        close_pair(pp);
         return -1;
     }
     c.spec = spec;
@@ -952,15 +977,15 @@ int ct_spawn(struct ct_spec *spec, struct ct_monitor *mon, struct ct_child *out,
     close(done[1]);
     if (pid < 0) {
         close(done[0]);
-        if (go[0] >= 0) { close(go[0]); close(go[1]); }
-        if (cg[0] >= 0) { close(cg[0]); close(cg[1]); }
-        if (pp[0] >= 0) { close(pp[0]); close(pp[1]); }
+        close_pair(go);
+        close_pair(cg);
+        close_pair(pp);
         munmap(stack, stacks);
         return ct_fail(err, "clone", NULL, clone_errno);
     }
     if (mon) {
         reap(pid);  /* the launcher; the monitor-to-be owns the sync pipes now */
-        if (go[0] >= 0) { close(go[0]); close(go[1]); }
+        close_pair(go);
         if (pp[0] >= 0) {
             /* ... but for cg[1]: we make the cgroups while the container is
              * cloned, then let it join them and go on (or kill it). */
@@ -1054,18 +1079,12 @@ static int clone_grandchild(struct spawn_ctx *c, char *stack_top, int *pidfd)
     int flags = CLONE_VM | CLONE_PARENT | CLONE_PIDFD;
 #ifdef HAVE_CLONE3_RUN
     if (c->cgroup_dir_fd >= 0) {
-        struct ct_clone_args a;
-        __builtin_memset(&a, 0, sizeof a);
-        a.flags = (unsigned long long)flags | CLONE_INTO_CGROUP;
-        a.pidfd = (unsigned long long)(unsigned long)pidfd;
-        a.stack = (unsigned long long)(unsigned long)c->stack_lo;
-        a.stack_size = (unsigned long long)(stack_top - c->stack_lo);
-        a.cgroup = (unsigned int)c->cgroup_dir_fd;
-        long pid = clone3_run(&a, exec_grandchild, c);
+        long pid = clone_into_cgroup(flags, c->cgroup_dir_fd, c->stack_lo, (size_t)(stack_top - c->stack_lo),
+                                     pidfd, exec_grandchild, c);
         if (pid > 0)
             return (int)pid;
         /* Refused by the cgroup (EBUSY, EACCES, EOPNOTSUPP, ...): say so. */
-        if (pid != -ENOSYS && pid != -E2BIG && pid != -EINVAL)
+        if (!clone3_unsupported(pid))
             die(c->err, "join cgroup", "CLONE_INTO_CGROUP", (int)-pid);
     }
 #endif
